@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything (pinned) and run every test, offline: unit tests, the chapters under
+# nbval, the book built with warnings as errors, and the built site in headless Chromium.
+set -eo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+stage_start=$T0
+stage() {  # print how long the previous stage took, then announce the next one
+  local now; now=$(date +%s)
+  [ -n "${STAGE:-}" ] && echo "=== ${STAGE}: $((now - stage_start)) s"
+  STAGE="$1"; stage_start=$now
+  [ -n "$1" ] && echo "=== $1 ..."
+  return 0
+}
+# pytest exits 5 when it collected nothing: that is a failure here (a suite that ran no test).
+run_pytest() {
+  set +e; python -m pytest "$@"; local rc=$?; set -e
+  if [ $rc -eq 5 ]; then echo "pytest collected no tests for: $*" >&2; return 1; fi
+  return $rc
+}
+
+stage "install (pinned)"
+bash scripts/install.sh
+. .venv/bin/activate
+
+# The offline world, explicitly: CI has no network, and nothing may wait on a hub.
+export COURSE_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains once per run, shared below
+export MPLBACKEND=Agg PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+
+stage "unit tests"
+run_pytest -q -m "not browser" tests
+
+stage "notebooks (nbval)"
+run_pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters
+
+stage "book build (-W -n, fresh execution)"
+bash scripts/build_site.sh --fresh
+
+if [ -d tests/site ]; then
+  stage "site in headless Chromium"
+  run_pytest -q -m browser tests/site
+fi
+stage ""
+echo "=== total: $(( $(date +%s) - T0 )) s"
