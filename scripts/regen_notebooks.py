@@ -1,0 +1,77 @@
+"""Execute chapter notebooks offline and store their outputs (the one way outputs are made).
+
+    python scripts/regen_notebooks.py chapters/01_architectures.ipynb [...]
+    python scripts/regen_notebooks.py --all
+
+Outputs are committed so that GitHub and Colab show results before anyone runs a cell, and so
+that nbval can compare the cells marked ``# NBVAL_CHECK_OUTPUT``. Execution is offline
+(COURSE_OFFLINE=1) and seeded; volatile metadata (timings, kernel details) is stripped so a
+re-run changes a file only where an output changed. No output is ever edited by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> None:
+    nb.metadata = {"kernelspec": KERNELSPEC,
+                   "language_info": {"name": "python"},
+                   **({"colab": nb.metadata["colab"]} if "colab" in nb.metadata else {})}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("ExecuteTime", None)
+        if cell.cell_type == "code":
+            for out in cell.get("outputs", []):
+                out.get("metadata", {}).pop("execution", None)
+
+
+def regenerate(path: Path, timeout: int = 900) -> float:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    env = dict(os.environ, COURSE_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONHASHSEED="0",
+               TOKENIZERS_PARALLELISM="false")
+    old = dict(os.environ)
+    os.environ.update(env)
+    t0 = time.time()
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    strip_volatile(nb)
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    return time.time() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--all", action="store_true", help="every chapters/*.ipynb")
+    args = parser.parse_args(argv)
+    paths = sorted((ROOT / "chapters").glob("*.ipynb")) if args.all else args.notebooks
+    if not paths:
+        parser.error("name notebooks or pass --all")
+    for p in paths:
+        if not p.exists():
+            parser.error(f"{p} does not exist")
+        print(f"{p}: executed in {regenerate(p):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

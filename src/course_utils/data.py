@@ -1,0 +1,618 @@
+"""Corpora in both worlds, and the batching helpers the chapters share.
+
+Online the course reads ``wikitext-2-raw-v1`` through ``datasets``. Offline it writes its own
+English: :func:`generate_corpus` builds passages from templates over small real-world fact
+tables (countries with their capitals, languages and continents; animals; colours; numbers)
+and short stories with named characters. Everything is produced by this module, deterministic
+by seed; no third-party text is copied in.
+
+Every fact can be said in several phrasings (templates). For each fact one phrasing is
+*held out*: it never occurs in the train, validation or test splits, only in the ``heldout``
+split and in :func:`heldout_probes`. A model that completes a held-out phrasing correctly has
+learned the fact in a form it never saw, not memorised a sentence.
+
+The fact tables are public: :data:`FACTS` (relation -> list of ``(subject, object)``) and
+:data:`TEMPLATES` (relation -> phrasings). Probes for chapters:
+
+>>> from course_utils import data
+>>> p = data.heldout_probes(relations=["capital"])[0]
+>>> p.prompt, p.answer            # GPT-2 style: greedy continuation of the prompt
+('The capital of Italy is', 'Rome')
+>>> p.masked("[MASK]", slot="subject")   # BERT style
+'The capital of [MASK] is Rome.'
+
+Batching helpers: :func:`pack_ids` / :func:`pack` (tokenise and pack into fixed blocks),
+:func:`pad_batch` (dynamic padding) and :func:`padding_waste` (how much of a batching recipe
+is padding).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+# ---------------------------------------------------------------------------------------------
+# Fact tables (real-world facts, written for the course)
+# ---------------------------------------------------------------------------------------------
+
+#: (country, capital, main language, continent)
+COUNTRIES: list[tuple[str, str, str, str]] = [
+    ("Italy", "Rome", "Italian", "Europe"),
+    ("France", "Paris", "French", "Europe"),
+    ("Spain", "Madrid", "Spanish", "Europe"),
+    ("Germany", "Berlin", "German", "Europe"),
+    ("Portugal", "Lisbon", "Portuguese", "Europe"),
+    ("Greece", "Athens", "Greek", "Europe"),
+    ("Poland", "Warsaw", "Polish", "Europe"),
+    ("Sweden", "Stockholm", "Swedish", "Europe"),
+    ("Norway", "Oslo", "Norwegian", "Europe"),
+    ("Finland", "Helsinki", "Finnish", "Europe"),
+    ("Denmark", "Copenhagen", "Danish", "Europe"),
+    ("Ireland", "Dublin", "English", "Europe"),
+    ("Austria", "Vienna", "German", "Europe"),
+    ("Hungary", "Budapest", "Hungarian", "Europe"),
+    ("Romania", "Bucharest", "Romanian", "Europe"),
+    ("Bulgaria", "Sofia", "Bulgarian", "Europe"),
+    ("Serbia", "Belgrade", "Serbian", "Europe"),
+    ("Croatia", "Zagreb", "Croatian", "Europe"),
+    ("Ukraine", "Kyiv", "Ukrainian", "Europe"),
+    ("Iceland", "Reykjavik", "Icelandic", "Europe"),
+    ("Estonia", "Tallinn", "Estonian", "Europe"),
+    ("Japan", "Tokyo", "Japanese", "Asia"),
+    ("China", "Beijing", "Chinese", "Asia"),
+    ("India", "New Delhi", "Hindi", "Asia"),
+    ("Thailand", "Bangkok", "Thai", "Asia"),
+    ("Vietnam", "Hanoi", "Vietnamese", "Asia"),
+    ("Indonesia", "Jakarta", "Indonesian", "Asia"),
+    ("Iran", "Tehran", "Persian", "Asia"),
+    ("Iraq", "Baghdad", "Arabic", "Asia"),
+    ("Nepal", "Kathmandu", "Nepali", "Asia"),
+    ("Mongolia", "Ulaanbaatar", "Mongolian", "Asia"),
+    ("Pakistan", "Islamabad", "Urdu", "Asia"),
+    ("Bangladesh", "Dhaka", "Bengali", "Asia"),
+    ("Egypt", "Cairo", "Arabic", "Africa"),
+    ("Kenya", "Nairobi", "Swahili", "Africa"),
+    ("Nigeria", "Abuja", "English", "Africa"),
+    ("Morocco", "Rabat", "Arabic", "Africa"),
+    ("Ethiopia", "Addis Ababa", "Amharic", "Africa"),
+    ("Ghana", "Accra", "English", "Africa"),
+    ("Senegal", "Dakar", "French", "Africa"),
+    ("Algeria", "Algiers", "Arabic", "Africa"),
+    ("Tunisia", "Tunis", "Arabic", "Africa"),
+    ("Brazil", "Brasilia", "Portuguese", "South America"),
+    ("Argentina", "Buenos Aires", "Spanish", "South America"),
+    ("Peru", "Lima", "Spanish", "South America"),
+    ("Chile", "Santiago", "Spanish", "South America"),
+    ("Colombia", "Bogota", "Spanish", "South America"),
+    ("Venezuela", "Caracas", "Spanish", "South America"),
+    ("Ecuador", "Quito", "Spanish", "South America"),
+    ("Uruguay", "Montevideo", "Spanish", "South America"),
+    ("Canada", "Ottawa", "English", "North America"),
+    ("Mexico", "Mexico City", "Spanish", "North America"),
+    ("Cuba", "Havana", "Spanish", "North America"),
+    ("Jamaica", "Kingston", "English", "North America"),
+    ("Australia", "Canberra", "English", "Oceania"),
+]
+
+#: (animal, sound, number of legs, name of its baby)
+ANIMALS: list[tuple[str, str, str, str]] = [
+    ("cow", "moo", "four", "calf"),
+    ("dog", "woof", "four", "puppy"),
+    ("cat", "meow", "four", "kitten"),
+    ("sheep", "baa", "four", "lamb"),
+    ("horse", "neigh", "four", "foal"),
+    ("duck", "quack", "two", "duckling"),
+    ("pig", "oink", "four", "piglet"),
+    ("lion", "roar", "four", "cub"),
+    ("frog", "croak", "four", "tadpole"),
+    ("owl", "hoot", "two", "owlet"),
+    ("hen", "cluck", "two", "chick"),
+    ("goat", "bleat", "four", "kid"),
+    ("bee", "buzz", "six", "larva"),
+    ("snake", "hiss", "no", "snakelet"),
+    ("wolf", "howl", "four", "pup"),
+]
+
+#: (thing, its usual colour)
+COLOURS: list[tuple[str, str]] = [
+    ("sky", "blue"), ("sea", "blue"), ("grass", "green"), ("leaf", "green"),
+    ("banana", "yellow"), ("lemon", "yellow"), ("sun", "yellow"), ("strawberry", "red"),
+    ("tomato", "red"), ("cherry", "red"), ("carrot", "orange"), ("pumpkin", "orange"),
+    ("snow", "white"), ("milk", "white"), ("cloud", "white"), ("coal", "black"),
+    ("crow", "black"), ("chocolate", "brown"), ("grape", "purple"), ("plum", "purple"),
+]
+
+NUMBER_WORDS: list[str] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+    "eighteen", "nineteen", "twenty",
+]
+
+#: relation -> list of (subject, object): the facts a model can learn and be probed on.
+FACTS: dict[str, list[tuple[str, str]]] = {
+    "capital": [(c, cap) for c, cap, _, _ in COUNTRIES],
+    "language": [(c, lang) for c, _, lang, _ in COUNTRIES],
+    "continent": [(c, cont) for c, _, _, cont in COUNTRIES],
+    "sound": [(a, s) for a, s, _, _ in ANIMALS],
+    "legs": [(a, n) for a, _, n, _ in ANIMALS],
+    "baby": [(a, b) for a, _, _, b in ANIMALS],
+    "colour": list(COLOURS),
+    "successor": [(NUMBER_WORDS[i], NUMBER_WORDS[i + 1]) for i in range(1, 20)],
+}
+
+#: relation -> phrasings. ``{s}`` is the subject, ``{o}`` the object. Every phrasing ends with
+#: a slot followed by ".", so a causal model can be probed by the text before that slot.
+#: Phrasings that end with ``{s}`` are only used where the object names a unique subject.
+TEMPLATES: dict[str, list[str]] = {
+    "capital": [
+        "The capital of {s} is {o}.",
+        "{s}'s capital is {o}.",
+        "The capital city of {s} is {o}.",
+        "In {s}, the capital is {o}.",
+        "The government of {s} sits in {o}.",
+        "{o} is the capital of {s}.",
+        "{o} is the capital city of {s}.",
+    ],
+    "language": [
+        "People in {s} speak {o}.",
+        "The language of {s} is {o}.",
+        "In {s}, most people speak {o}.",
+        "The main language spoken in {s} is {o}.",
+        "If you travel to {s}, you will hear {o}.",
+    ],
+    "continent": [
+        "{s} is a country in {o}.",
+        "{s} is in {o}.",
+        "{s} lies in {o}.",
+        "You can find {s} in {o}.",
+        "{s} is part of {o}.",
+    ],
+    "sound": [
+        "A {s} says {o}.",
+        "The {s} goes {o}.",
+        "The sound a {s} makes is {o}.",
+        "When a {s} is happy, it says {o}.",
+    ],
+    "legs": [
+        "A {s} has {o} legs.",
+        "The {s} walks on {o} legs.",
+        "Every {s} has {o} legs.",
+    ],
+    "baby": [
+        "A baby {s} is called a {o}.",
+        "The young of a {s} is a {o}.",
+        "When a {s} has a baby, the baby is a {o}.",
+    ],
+    "colour": [
+        "The colour of the {s} is {o}.",
+        "The {s} is {o}.",
+        "What colour is the {s}? It is {o}.",
+        "Look at the {s}: it is {o}.",
+    ],
+    "successor": [
+        "After {s} comes {o}.",
+        "The number after {s} is {o}.",
+        "{s} plus one is {o}.",
+        "Count on from {s} and you get {o}.",
+    ],
+}
+
+# Relation offsets spread the held-out phrasing of consecutive facts across templates.
+_RELATIONS = list(TEMPLATES)
+
+
+def heldout_template(relation: str, fact_index: int) -> int:
+    """Index of the phrasing of fact ``fact_index`` of ``relation`` that training never sees."""
+    return (fact_index + _RELATIONS.index(relation)) % len(TEMPLATES[relation])
+
+
+def _render(template: str, s: str, o: str) -> str:
+    text = template.format(s=s, o=o)
+    return text[0].upper() + text[1:]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One held-out fact–phrasing pair: ``prompt + " " + answer + "."`` is the full sentence."""
+
+    relation: str
+    subject: str
+    answer: str        #: the text that fills the last slot (what a causal model should continue with)
+    prompt: str        #: the sentence up to (not including) the answer, no trailing space
+    text: str          #: the full sentence
+    template: int      #: index into TEMPLATES[relation]
+    answer_slot: str   #: "object" or "subject": which slot ends the sentence
+
+    def masked(self, mask_token: str = "[MASK]", slot: str = "answer") -> str:
+        """The sentence with one slot replaced by ``mask_token`` (``"answer"``, ``"subject"``
+        or ``"object"``)."""
+        if slot == "answer":
+            slot = self.answer_slot
+        if slot not in ("subject", "object"):
+            raise ValueError(f"slot must be 'answer', 'subject' or 'object', got {slot!r}")
+        s, o = self.fact
+        tpl = TEMPLATES[self.relation][self.template]
+        return _render(tpl, mask_token if slot == "subject" else s, mask_token if slot == "object" else o)
+
+    @property
+    def fact(self) -> tuple[str, str]:
+        """``(subject, object)``."""
+        return FACTS[self.relation][[f[0] for f in FACTS[self.relation]].index(self.subject)]
+
+
+def _probe(relation: str, i: int, t: int) -> Probe:
+    s, o = FACTS[relation][i]
+    tpl = TEMPLATES[relation][t]
+    last = "subject" if tpl.rstrip(".").endswith("{s}") else "object"
+    answer = s if last == "subject" else o
+    text = _render(tpl, s, o)
+    prompt = text[: len(text) - len(answer) - 1].rstrip()  # drop "<answer>."
+    return Probe(relation, s, answer, prompt, text, t, last)
+
+
+def heldout_probes(relations: Iterable[str] | None = None) -> list[Probe]:
+    """Every held-out fact–phrasing pair as a :class:`Probe` (a fixed list, seed-independent).
+
+    ``relations`` restricts the list (default: all of :data:`FACTS`). The phrasing of each
+    probe never occurs in the train/validation/test splits of :func:`generate_corpus`; the fact
+    itself does, in the relation's other phrasings.
+    """
+    names = list(FACTS) if relations is None else list(relations)
+    unknown = [r for r in names if r not in FACTS]
+    if unknown:
+        raise ValueError(f"Unknown relation(s) {unknown}; known: {', '.join(FACTS)}")
+    return [_probe(r, i, heldout_template(r, i)) for r in names for i in range(len(FACTS[r]))]
+
+
+def training_probes(relations: Iterable[str] | None = None) -> list[Probe]:
+    """The fact–phrasing pairs that *do* occur in training (for memorisation vs generalisation)."""
+    names = list(FACTS) if relations is None else list(relations)
+    return [_probe(r, i, t) for r in names for i in range(len(FACTS[r]))
+            for t in range(len(TEMPLATES[r])) if t != heldout_template(r, i)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Passages
+# ---------------------------------------------------------------------------------------------
+
+_NAMES = [("Anna", "she"), ("Ben", "he"), ("Lily", "she"), ("Tom", "he"), ("Mia", "she"),
+          ("Sam", "he"), ("Lucy", "she"), ("Max", "he"), ("Emma", "she"), ("Jack", "he"),
+          ("Zoe", "she"), ("Leo", "he"), ("Ella", "she"), ("Noah", "he"), ("Ruby", "she"),
+          ("Oscar", "he"), ("Grace", "she"), ("Finn", "he")]
+_ADJECTIVES = ["little", "happy", "brave", "curious", "kind", "small", "clever", "shy", "friendly"]
+_PLACES = ["park", "forest", "beach", "garden", "river", "market", "school", "village", "farm"]
+_OBJECTS = ["ball", "kite", "hat", "box", "book", "cup", "flower", "shell", "stone", "key"]
+_FOODS = ["apples", "bread", "soup", "cake", "rice", "cheese", "carrots", "honey"]
+_WEATHER = ["sunny", "rainy", "windy", "cold", "warm", "cloudy"]
+
+
+def _fact_sentence(rng: random.Random, relation: str, i: int, heldout: bool = False) -> str:
+    m = len(TEMPLATES[relation])
+    held = heldout_template(relation, i)
+    if heldout:
+        t = held
+    else:
+        t = rng.randrange(m - 1)
+        t += t >= held  # uniform over the phrasings other than the held-out one
+    s, o = FACTS[relation][i]
+    return _render(TEMPLATES[relation][t], s, o)
+
+
+def _country_passage(rng: random.Random) -> str:
+    i = rng.randrange(len(COUNTRIES))
+    rels = ["capital", "language", "continent"]
+    rng.shuffle(rels)
+    k = rng.randint(1, 3)
+    sentences = [_fact_sentence(rng, r, i) for r in rels[:k]]
+    if rng.random() < 0.3:  # a second country, so the model must bind facts to the right name
+        j = rng.randrange(len(COUNTRIES))
+        sentences.append(_fact_sentence(rng, rng.choice(["capital", "language", "continent"]), j))
+    return " ".join(sentences)
+
+
+def _animal_passage(rng: random.Random) -> str:
+    i = rng.randrange(len(ANIMALS))
+    rels = ["sound", "legs", "baby"]
+    rng.shuffle(rels)
+    return " ".join(_fact_sentence(rng, r, i) for r in rels[: rng.randint(1, 3)])
+
+
+def _colour_passage(rng: random.Random) -> str:
+    return " ".join(_fact_sentence(rng, "colour", rng.randrange(len(COLOURS)))
+                    for _ in range(rng.randint(1, 3)))
+
+
+def _number_passage(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.4:
+        start = rng.randint(0, 14)
+        n = rng.randint(3, 6)
+        words = NUMBER_WORDS[start:start + n]
+        return (", ".join(words) + ".").capitalize()
+    if kind < 0.7:
+        a, b = rng.randint(0, 10), rng.randint(0, 10)
+        return f"{NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}.".capitalize()
+    return " ".join(_fact_sentence(rng, "successor", rng.randrange(19)) for _ in range(rng.randint(1, 3)))
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _story(rng: random.Random) -> str:
+    (name, pron), (friend, _) = rng.sample(_NAMES, 2)
+    animal = rng.choice(ANIMALS)
+    place, obj, colour = rng.choice(_PLACES), rng.choice(_OBJECTS), rng.choice(COLOURS)[1]
+    adj = rng.choice(_ADJECTIVES)
+    poss = "her" if pron == "she" else "his"
+    Pron = pron.capitalize()
+    opening = rng.choice([
+        f"Once upon a time, there was a {adj} {animal[0]} named {name}.",
+        f"{name} was a {adj} {animal[0]} who lived near the {place}.",
+        f"Once upon a time, a {adj} {animal[0]} called {name} lived on a hill.",
+    ])
+    middle = [
+        f"One {rng.choice(_WEATHER)} day, {name} went to the {place} with {poss} friend {friend}.",
+        f"There, {pron} found {_a(colour)} {colour} {obj}.",
+        rng.choice([f"{name} gave the {obj} to {friend}.", f"{name} showed the {obj} to {friend}.",
+                    f"{name} put the {obj} in {poss} bag."]),
+        rng.choice([f'{friend} said, "Thank you, {name}!"', f"{friend} smiled at {name}.",
+                    f'"What a nice {obj}!" said {friend}.']),
+        rng.choice([f"{Pron} was very happy.", f"Then they ate {rng.choice(_FOODS)} together.",
+                    f"{name} said {animal[1]} because {pron} was so happy."]),
+    ]
+    n = rng.randint(2, len(middle))
+    ending = rng.choice(["They played together until the sun went down.", "The end.",
+                         f"{name} and {friend} became best friends.", f"Then {name} went home."])
+    return " ".join([opening, *middle[:n], ending])
+
+
+_PASSAGES = [(_country_passage, 0.40), (_story, 0.25), (_animal_passage, 0.14),
+             (_colour_passage, 0.09), (_number_passage, 0.12)]
+
+
+def _passages(rng: random.Random, n_words: int) -> list[str]:
+    makers, weights = zip(*_PASSAGES)
+    out, words = [], 0
+    while words < n_words:
+        text = rng.choices(makers, weights)[0](rng)
+        out.append(text)
+        words += text.count(" ") + 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus object, in both worlds
+# ---------------------------------------------------------------------------------------------
+
+WIKITEXT = "wikitext-2-raw-v1"
+
+
+@dataclass
+class Corpus:
+    """Named splits of text (lists of passages or lines) and where they came from.
+
+    ``generated`` is True for the course's own generated corpus (offline) and False for the
+    real data set (online); ``source`` says the same in words. Splits: ``train``,
+    ``validation``, ``test``, and for the generated corpus also ``heldout`` (one sentence per
+    held-out fact–phrasing pair, absent from the other splits).
+    """
+
+    name: str
+    source: str
+    generated: bool
+    splits: dict[str, list[str]]
+    seed: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> list[str]:
+        if split not in self.splits:
+            raise KeyError(f"No split {split!r} in {self.name}; splits: {', '.join(self.splits)}")
+        return self.splits[split]
+
+    def n_words(self, split: str = "train") -> int:
+        """Whitespace-separated words in ``split``."""
+        return sum(len(t.split()) for t in self[split])
+
+    def text(self, split: str = "train") -> str:
+        """The split as one string, one passage (or line) per line."""
+        return "\n".join(self[split])
+
+    def to_datasets(self):
+        """The splits as a ``datasets.DatasetDict`` with one ``"text"`` column (as wikitext)."""
+        from datasets import Dataset, DatasetDict
+
+        return DatasetDict({k: Dataset.from_dict({"text": v}) for k, v in self.splits.items()})
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}: {len(v):,} texts" for k, v in self.splits.items())
+        return f"Corpus({self.name!r}, {self.source}; {sizes})"
+
+
+def generate_corpus(n_words: int = 2_000_000, seed: int = 0, *, val_fraction: float = 0.05,
+                    test_fraction: float = 0.05) -> Corpus:
+    """The course's generated English corpus: about ``n_words`` training words, deterministic by
+    ``seed``; validation and test are ``val_fraction`` / ``test_fraction`` of that size, drawn
+    independently from the same distribution. ``heldout`` holds the held-out phrasings.
+
+    About 2 M words (wikitext-2's size) take a few seconds.
+    """
+    if not isinstance(n_words, int) or n_words < 1:
+        raise ValueError(f"n_words must be a positive int, got {n_words!r}")
+    if not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= frac < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {frac!r}")
+    splits = {}
+    for split, size in (("train", n_words), ("validation", math.ceil(n_words * val_fraction)),
+                        ("test", math.ceil(n_words * test_fraction))):
+        # String seeds are hashed with SHA-512 by random.Random: stable across runs and machines.
+        splits[split] = _passages(random.Random(f"course-corpus/{seed}/{split}"), size) if size else []
+    splits["heldout"] = [p.text for p in heldout_probes()]
+    return Corpus("course-generated", f"the course's generated English corpus (seed {seed}, generated offline)",
+                  True, splits, seed, {"n_words": n_words})
+
+
+def load_corpus(name: str = WIKITEXT, *, n_words: int = 2_000_000, seed: int = 0,
+                online: bool | None = None) -> Corpus:
+    """One loader for both worlds.
+
+    Online: ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1")`` (lines of Wikipedia text).
+    Offline: :func:`generate_corpus` (``n_words``, ``seed``). Check ``corpus.generated`` /
+    ``corpus.source`` to know which one you have. ``online`` overrides the detection.
+    """
+    from .runtime import is_online
+
+    if name != WIKITEXT:
+        raise ValueError(f"load_corpus knows {WIKITEXT!r}; got {name!r}. For the generated corpus "
+                         "alone, call generate_corpus().")
+    if online is None:
+        online = is_online()
+    if online:
+        from datasets import load_dataset
+
+        ds = load_dataset("wikitext", WIKITEXT)
+        splits = {k: list(ds[k]["text"]) for k in ("train", "validation", "test")}
+        return Corpus(WIKITEXT, "hub: wikitext / wikitext-2-raw-v1 (Wikipedia articles)", False, splits)
+    return generate_corpus(n_words, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing, dynamic padding, padding waste
+# ---------------------------------------------------------------------------------------------
+
+def pack_ids(sequences: Iterable[Sequence[int]], block_size: int, sep_id: int | None = None,
+             drop_last: bool = True):
+    """Concatenate token-id sequences (``sep_id`` after each, if given) and cut into blocks.
+
+    Returns a ``LongTensor`` of shape ``(n_blocks, block_size)``. With ``drop_last`` the
+    incomplete tail is dropped (no padding at all); otherwise it is kept only if complete.
+    Example: ``pack_ids([[1, 2, 3], [4, 5]], 3, sep_id=0)`` -> ``[[1, 2, 3], [0, 4, 5]]``
+    (the final separator is the dropped tail).
+    """
+    import torch
+
+    if not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    flat: list[int] = []
+    for seq in sequences:
+        flat.extend(int(t) for t in seq)
+        if sep_id is not None:
+            flat.append(sep_id)
+    n = len(flat) // block_size
+    if n == 0 and not drop_last and flat:
+        raise ValueError(f"Only {len(flat)} tokens: fewer than one block of {block_size}.")
+    return torch.tensor(flat[: n * block_size], dtype=torch.long).view(n, block_size)  # (N, T)
+
+
+def pack(texts: Iterable[str], tokenizer: Any, block_size: int, *, add_separator: bool = True):
+    """Tokenise ``texts`` and pack them into ``(n_blocks, block_size)`` blocks of token ids.
+
+    The separator is the tokenizer's EOS token (GPT-2's ``<|endoftext|>``) or, failing that,
+    its SEP token. Special tokens such as BERT's [CLS] are not added per text.
+    """
+    texts = list(texts)
+    if texts and not isinstance(texts[0], str):
+        raise TypeError(f"pack expects an iterable of str, got {type(texts[0]).__name__}")
+    sep = None
+    if add_separator:
+        sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return pack_ids(ids, block_size, sep)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, multiple_of: int | None = None,
+              max_length: int | None = None, side: str = "right"):
+    """Dynamic padding: pad a batch only to its own longest sequence.
+
+    Returns ``(input_ids, attention_mask)``, both ``(B, T)`` LongTensors, where ``T`` is the
+    longest length (rounded up to ``multiple_of``; sequences longer than ``max_length`` are
+    truncated). ``side`` is ``"right"`` (BERT, training) or ``"left"`` (batched generation).
+    """
+    import torch
+
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    if len(sequences) == 0:
+        raise ValueError("pad_batch needs at least one sequence")
+    seqs = [list(s)[:max_length] if max_length else list(s) for s in sequences]
+    T = max(len(s) for s in seqs)
+    if multiple_of:
+        T = -(-T // multiple_of) * multiple_of
+        if max_length:
+            T = min(T, max_length)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)       # (B, T)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)              # (B, T)
+    for b, s in enumerate(seqs):
+        if not s:
+            continue
+        if side == "right":
+            ids[b, : len(s)] = torch.tensor(s)
+            mask[b, : len(s)] = 1
+        else:
+            ids[b, T - len(s):] = torch.tensor(s)
+            mask[b, T - len(s):] = 1
+    return ids, mask
+
+
+@dataclass(frozen=True)
+class PaddingReport:
+    """How many of the positions a batching recipe computes are padding."""
+
+    recipe: str
+    real_tokens: int
+    total_positions: int
+    n_batches: int
+
+    @property
+    def padding(self) -> int:
+        return self.total_positions - self.real_tokens
+
+    @property
+    def waste(self) -> float:
+        """Fraction of positions that are padding."""
+        return self.padding / self.total_positions if self.total_positions else 0.0
+
+    def __str__(self) -> str:
+        return (f"{self.recipe}: {self.real_tokens:,} tokens in {self.total_positions:,} positions "
+                f"({self.n_batches} batches) -> {self.waste:.1%} padding")
+
+
+RECIPES = ("max_length", "dynamic", "sorted", "packed")
+
+
+def padding_waste(lengths: Sequence[int], batch_size: int, recipe: str = "dynamic", *,
+                  max_length: int | None = None) -> PaddingReport:
+    """The padding waste of batching sequences of the given ``lengths``.
+
+    Recipes: ``"max_length"`` pads every sequence to ``max_length`` (default: the longest);
+    ``"dynamic"`` pads each batch (in the given order) to its own longest; ``"sorted"`` sorts by
+    length first, then pads dynamically (length bucketing); ``"packed"`` concatenates everything
+    into blocks of ``max_length`` and pads only the last block. Lengths above ``max_length`` are
+    truncated to it.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    lengths = [int(n) for n in lengths]
+    if any(n < 0 for n in lengths):
+        raise ValueError("lengths must be non-negative")
+    if not lengths:
+        return PaddingReport(recipe, 0, 0, 0)
+    cap = max_length or max(lengths)
+    lengths = [min(n, cap) for n in lengths]
+    real = sum(lengths)
+    if recipe == "packed":
+        blocks = -(-real // cap)
+        return PaddingReport(recipe, real, blocks * cap, -(-blocks // batch_size))
+    if recipe == "sorted":
+        lengths = sorted(lengths)
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    if recipe == "max_length":
+        total = sum(len(b) * cap for b in batches)
+    else:
+        total = sum(len(b) * max(b) for b in batches)
+    return PaddingReport(recipe, real, total, len(batches))

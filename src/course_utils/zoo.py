@@ -1,0 +1,483 @@
+"""The course's own small models, trained by course code on the generated corpus.
+
+Offline there are no pretrained GPT-2 or BERT weights, so the course trains two small models
+that have genuinely learned something (the facts and stories of :mod:`course_utils.data`):
+
+* ``"gpt2-course"``: a :class:`transformers.GPT2LMHeadModel` with the real GPT-2 tokenizer
+  (all 50,257 ids are the real ones);
+* ``"bert-course"``: a :class:`transformers.BertForMaskedLM` with the real bert-base-uncased
+  WordPiece vocabulary (30,522 ids).
+
+They are ordinary checkpoints: ``from_pretrained(zoo.path(name))``,
+``pipeline("fill-mask", model=str(zoo.path(name)))`` and ``model.generate`` work exactly as with
+the hub's. Each is trained on first use (a ``tqdm`` bar shows it), saved atomically under
+``course_utils.assets.cache_dir() / "zoo"`` (set ``COURSE_CACHE`` to move it) in a folder keyed
+by a hash of the training config and of the code that trains it, and reused afterwards. A
+damaged cache is detected (checksums) and rebuilt with a message. :func:`card` returns the
+model's card: parameters, tokens seen, wall time, device, losses, baselines and loss curve.
+
+Why it is fast on a CPU: the corpus uses only ~1-2 thousand distinct token ids, so training
+computes the output softmax over those rows of the (tied) embedding matrix instead of all
+50,257 (BERT: only at the masked positions, too). The saved model still has the full real
+vocabulary; the ids the corpus never uses are made harmless at inference by a large negative
+output bias (BERT: its ``cls.predictions.bias``; GPT-2, which has no output bias: one hidden
+channel that ``ln_f`` pins to 1, so that embedding column acts as a per-token bias).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data as _data
+from . import training as _training
+from .assets import Asset, cache_dir, load_tokenizer
+
+#: Logit given to token ids the training corpus never uses (relative to ~0..20 for used ones).
+UNUSED_LOGIT = -30.0
+_CARD, _MANIFEST = "card.json", "manifest.json"
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """Everything that defines a zoo model: architecture, data and training recipe."""
+
+    arch: str                  #: "gpt2" or "bert"
+    tokenizer: str             #: hub name of the (real) tokenizer
+    n_embd: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_inner: int = 512
+    n_positions: int = 128
+    block_size: int = 64       #: training context (tokens per example)
+    batch_size: int = 32
+    steps: int = 1500
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    corpus_words: int = 400_000
+    mask_prob: float = 0.15    #: BERT only
+    eval_every: int = 250
+    seed: int = 0
+
+
+ZOO: dict[str, ZooSpec] = {
+    "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2"),
+    "bert-course": ZooSpec(arch="bert", tokenizer="bert-base-uncased", mask_prob=0.25),
+}
+
+_SOURCE = {
+    "gpt2": "the course's own small GPT-2 (GPT2LMHeadModel, {n} parameters) trained by course_utils.zoo "
+            "on the course's generated corpus - not OpenAI's pretrained 'gpt2'",
+    "bert": "the course's own small BERT (BertForMaskedLM, {n} parameters) trained by course_utils.zoo "
+            "on the course's generated corpus - not Google's pretrained 'bert-base-uncased'",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+def spec(name: str, **overrides: Any) -> ZooSpec:
+    """The :class:`ZooSpec` of ``name``, with ``overrides`` applied (a different cache key)."""
+    if name not in ZOO:
+        raise KeyError(f"No zoo model {name!r}; the zoo has: {', '.join(ZOO)}")
+    try:
+        return replace(ZOO[name], **overrides)
+    except TypeError as err:
+        fields = ", ".join(ZooSpec.__dataclass_fields__)
+        raise TypeError(f"{err}. ZooSpec fields are: {fields}") from None
+
+
+def key(name: str, **overrides: Any) -> str:
+    """The cache key: a hash of the spec and of the source of the code that trains it."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"name": name, **asdict(spec(name, **overrides))}, sort_keys=True).encode())
+    for module in (_data, _training, sys.modules[__name__]):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
+def zoo_dir() -> Path:
+    """Where trained models live: ``cache_dir() / "zoo"`` (``COURSE_CACHE`` moves it)."""
+    path = cache_dir() / "zoo"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def path(name: str, *, progress: bool = True, **overrides: Any) -> Path:
+    """The folder of model ``name`` (weights, config, tokenizer files, card), trained if needed.
+
+    ``from_pretrained(path)`` and ``pipeline(task, model=str(path))`` accept it.
+    """
+    from filelock import FileLock
+
+    k = key(name, **overrides)
+    final = zoo_dir() / f"{name}-{k}"
+    if _verify(final) is None:
+        return final
+    with FileLock(str(zoo_dir() / f"{name}-{k}.lock")):
+        problem = _verify(final)  # another process may have finished while we waited
+        if problem is None:
+            return final
+        if final.exists():
+            print(f"The cached {name} at {final} is damaged ({problem}); deleting it and training again.")
+            shutil.rmtree(final)
+        tmp = zoo_dir() / f".{name}-{k}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            _train_and_save(name, spec(name, **overrides), k, tmp, progress=progress)
+            os.replace(tmp, final)  # atomic: a folder is either absent or complete
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def load(name: str, *, device: str | torch.device | None = None, progress: bool = True, **overrides: Any):
+    """Model ``name`` in eval mode (trained on first use), tagged with ``.course_asset``."""
+    from transformers import BertForMaskedLM, GPT2LMHeadModel
+
+    folder = path(name, progress=progress, **overrides)
+    cls = GPT2LMHeadModel if spec(name, **overrides).arch == "gpt2" else BertForMaskedLM
+    model = cls.from_pretrained(str(folder)).eval()
+    if device is not None:
+        model.to(device)
+    model.course_asset = Asset(name, "model", _SOURCE[spec(name, **overrides).arch].format(
+        n=f"{_n_params(model):,}"), pretrained=False)
+    return model
+
+
+def load_tokenizer_for(name: str, **overrides: Any):
+    """The tokenizer saved with model ``name`` (the real GPT-2 / bert-base-uncased one)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path(name, **overrides)))
+    tok.course_asset = Asset(spec(name, **overrides).tokenizer, "tokenizer",
+                             f"real {spec(name, **overrides).tokenizer} tokenizer (saved with {name})", True)
+    return tok
+
+
+def card(name: str, **overrides: Any) -> dict:
+    """The card of model ``name``: parameters, tokens seen, wall time, device, final train and
+    validation loss, baselines, held-out probe accuracy and the loss curve."""
+    return json.loads((path(name, **overrides) / _CARD).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache integrity
+# ---------------------------------------------------------------------------------------------
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(folder: Path) -> str | None:
+    """None if ``folder`` is a complete, undamaged model; else what is wrong, in words."""
+    if not folder.exists():
+        return "not trained yet"
+    manifest = folder / _MANIFEST
+    try:
+        expected = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return f"{_MANIFEST} is missing or unreadable"
+    for fname, digest in expected.items():
+        f = folder / fname
+        if not f.is_file():
+            return f"{fname} is missing"
+        if _sha256(f) != digest:
+            return f"{fname} does not match its checksum"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # parameters() lists tied weights once
+
+
+def _build(s: ZooSpec, tok):
+    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(s.seed)
+    if s.arch == "gpt2":
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=s.n_positions, n_embd=s.n_embd, n_layer=s.n_layer,
+                         n_head=s.n_head, n_inner=s.n_inner, bos_token_id=tok.eos_token_id,
+                         eos_token_id=tok.eos_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2LMHeadModel(cfg)
+    if s.arch == "bert":
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=s.n_embd, num_hidden_layers=s.n_layer,
+                         num_attention_heads=s.n_head, intermediate_size=s.n_inner,
+                         max_position_embeddings=s.n_positions, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
+        return BertForMaskedLM(cfg)
+    raise ValueError(f"Unknown arch {s.arch!r}; use 'gpt2' or 'bert'")
+
+
+def _blocks(texts: list[str], tok, s: ZooSpec) -> torch.Tensor:
+    if s.arch == "gpt2":
+        return _data.pack(texts, tok, s.block_size + 1)  # (N, T+1): inputs and shifted targets
+    body = _data.pack(texts, tok, s.block_size - 2)  # [SEP] between passages
+    n = body.shape[0]
+    cls = torch.full((n, 1), tok.cls_token_id)
+    sep = torch.full((n, 1), tok.sep_token_id)
+    return torch.cat([cls, body, sep], dim=1)  # (N, T)
+
+
+def _mask_tokens(x: torch.Tensor, tok, s: ZooSpec, gen: torch.Generator, special: torch.Tensor):
+    """BERT's recipe: choose ``mask_prob`` of the (non-special) positions; 80% [MASK], 10% a
+    random corpus token, 10% unchanged. Returns (inputs, chosen positions mask)."""
+    chosen = (torch.rand(x.shape, generator=gen) < s.mask_prob) & ~torch.isin(x, special)
+    r = torch.rand(x.shape, generator=gen)
+    inputs = x.clone()
+    inputs[chosen & (r < 0.8)] = tok.mask_token_id
+    rand_pos = chosen & (r >= 0.8) & (r < 0.9)
+    inputs[rand_pos] = x.flatten()[torch.randint(x.numel(), (int(rand_pos.sum()),), generator=gen)]
+    return inputs, chosen
+
+
+class _Restricted:
+    """Loss over the vocabulary rows the corpus uses (a gather of the tied output matrix)."""
+
+    def __init__(self, model, s: ZooSpec, used: torch.Tensor, vocab_size: int):
+        self.model, self.s, self.used = model, s, used
+        self.local = torch.full((vocab_size,), -100, dtype=torch.long)
+        self.local[used] = torch.arange(len(used))
+        if s.arch == "gpt2":
+            # Pin one channel of ln_f's output to 1, so that embedding column is an output bias.
+            ln = model.transformer.ln_f
+            k = s.n_embd - 1
+            with torch.no_grad():
+                ln.weight[k], ln.bias[k] = 0.0, 1.0
+            keep = torch.ones(s.n_embd)
+            keep[k] = 0.0
+            ln.weight.register_hook(lambda g: g * keep)
+            ln.bias.register_hook(lambda g: g * keep)
+
+    def gpt2_loss(self, block: torch.Tensor) -> torch.Tensor:
+        x, y = block[:, :-1], block[:, 1:]                                # (B, T)
+        h = self.model.transformer(input_ids=x).last_hidden_state        # (B, T, C)
+        w = self.model.transformer.wte.weight[self.used]                 # (U, C)
+        logits = h @ w.T                                                 # (B, T, U)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.local[y].flatten())
+
+    def bert_loss(self, inputs: torch.Tensor, targets: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        h = self.model.bert(input_ids=inputs).last_hidden_state           # (B, T, C)
+        h = self.model.cls.predictions.transform(h[chosen])               # (M, C): masked positions only
+        w = self.model.bert.embeddings.word_embeddings.weight[self.used]   # (U, C)
+        logits = h @ w.T + self.model.cls.predictions.bias[self.used]     # (M, U)
+        return torch.nn.functional.cross_entropy(logits, self.local[targets[chosen]])
+
+    def finalise(self) -> None:
+        """Make the ids the corpus never uses harmless: a large negative output logit."""
+        unused = torch.ones_like(self.local, dtype=torch.bool)
+        unused[self.used] = False
+        with torch.no_grad():
+            if self.s.arch == "gpt2":
+                wte = self.model.transformer.wte.weight
+                wte[unused] = 0.0
+                wte[unused, self.s.n_embd - 1] = UNUSED_LOGIT  # times the pinned channel (= 1)
+            else:
+                self.model.cls.predictions.bias[unused] = UNUSED_LOGIT
+
+
+def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of ``eval_ids`` under the add-one unigram model of ``train_ids``."""
+    counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).double() + 1.0
+    logp = torch.log(counts / counts.sum())
+    return float(-logp[eval_ids.flatten()].mean())
+
+
+@torch.no_grad()
+def eval_loss(model, blocks: torch.Tensor, s: ZooSpec, tok, *, batch_size: int = 64, seed: int = 1234) -> float:
+    """Mean validation loss (nats/token) of the *saved* full-vocabulary model on ``blocks``.
+
+    GPT-2: next-token loss over every position. BERT: MLM loss at the masked positions, with a
+    fixed masking (``seed``) so numbers are comparable between models.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    gen = torch.Generator().manual_seed(seed)
+    special = torch.tensor(tok.all_special_ids)
+    for i in range(0, len(blocks), batch_size):
+        b = blocks[i:i + batch_size]
+        if s.arch == "gpt2":
+            logits = model(b[:, :-1].to(device)).logits                     # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten().to(device),
+                                                     reduction="sum")
+            n = b[:, 1:].numel()
+        else:
+            inputs, chosen = _mask_tokens(b, tok, s, gen, special)
+            labels = torch.where(chosen, b, torch.full_like(b, -100))
+            logits = model(inputs.to(device)).logits                        # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device),
+                                                     reduction="sum", ignore_index=-100)
+            n = int(chosen.sum())
+        total += float(loss)
+        count += n
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def causal_probe_accuracy(model, tok, probes: list[_data.Probe]) -> float:
+    """Fraction of probes whose answer is the model's greedy continuation of ``probe.prompt``.
+
+    Computed in one teacher-forced pass: greedy decoding yields the answer exactly when every
+    answer token is the arg-max given the prompt and the answer tokens before it.
+    """
+    if not probes:
+        raise ValueError("no probes given")
+    device = next(model.parameters()).device
+    prompts = [tok(p.prompt)["input_ids"] for p in probes]
+    answers = [tok(" " + p.answer)["input_ids"] for p in probes]
+    seqs = [a + b for a, b in zip(prompts, answers)]
+    ids, mask = _data.pad_batch(seqs, tok.eos_token_id)
+    pred = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()  # (B, T)
+    correct = 0
+    for b, (p, a) in enumerate(zip(prompts, answers)):
+        positions = range(len(p) - 1, len(p) + len(a) - 1)
+        correct += all(int(pred[b, t]) == a[j] for j, t in enumerate(positions))
+    return correct / len(probes)
+
+
+def masked_probes(tok, probes: list[_data.Probe], slot: str = "answer") -> list[tuple[str, int]]:
+    """``(masked sentence, answer id)`` for the probes whose masked word is one WordPiece."""
+    out = []
+    for p in probes:
+        s, o = p.fact
+        word = {"answer": p.answer, "subject": s, "object": o}[slot]
+        ids = tok(word, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            out.append((p.masked(tok.mask_token, slot), ids[0]))
+    return out
+
+
+@torch.no_grad()
+def masked_probe_accuracy(model, tok, probes: list[_data.Probe], slot: str = "answer") -> float:
+    """Top-1 accuracy of filling the masked ``slot`` of each probe (single-WordPiece words only)."""
+    items = masked_probes(tok, probes, slot)
+    if not items:
+        raise ValueError("none of the probes has a single-WordPiece word in that slot")
+    device = next(model.parameters()).device
+    enc = tok([t for t, _ in items], return_tensors="pt", padding=True)
+    logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.cpu()  # (B, T, V)
+    at = enc["input_ids"] == tok.mask_token_id                                  # (B, T), one per row
+    pred = logits[at].argmax(-1)                                                # (B,)
+    return float((pred == torch.tensor([a for _, a in items])).float().mean())
+
+
+def probe_report(model, tok, arch: str) -> dict[str, float]:
+    """Held-out (and, for comparison, seen) probe accuracies of a zoo-style model."""
+    held, seen = _data.heldout_probes(), _data.training_probes()
+    if arch == "gpt2":
+        return {"heldout_greedy": causal_probe_accuracy(model, tok, held),
+                "heldout_greedy_capital": causal_probe_accuracy(model, tok, _data.heldout_probes(["capital"])),
+                "seen_greedy": causal_probe_accuracy(model, tok, seen)}
+    return {"heldout_top1": masked_probe_accuracy(model, tok, held),
+            "heldout_top1_capital_country": masked_probe_accuracy(
+                model, tok, _data.heldout_probes(["capital"]), slot="subject"),
+            "seen_top1": masked_probe_accuracy(model, tok, seen)}
+
+
+def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool = True) -> None:
+    from .runtime import get_device
+
+    t_start = time.perf_counter()
+    tok = load_tokenizer(s.tokenizer)
+    device = get_device()
+    print(f"Training the course's {name} ({s.arch}, {s.n_layer} layers, d={s.n_embd}) on the generated "
+          f"corpus on {device}; it is cached afterwards (key {k}).", flush=True)
+    corpus = _data.generate_corpus(s.corpus_words, s.seed)
+    train_blocks = _blocks(corpus["train"], tok, s)                 # (N, T)
+    val_blocks = _blocks(corpus["validation"], tok, s)[:256]
+    used = torch.unique(torch.cat([train_blocks.flatten(), val_blocks.flatten(),
+                                   torch.tensor(tok.all_special_ids)]))
+    model = _build(s, tok).to(device)
+    restricted = _Restricted(model, s, used.to(device), len(tok))
+    restricted.local = restricted.local.to(device)
+    gen = torch.Generator().manual_seed(s.seed)
+    special = torch.tensor(tok.all_special_ids)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        idx = torch.randint(len(train_blocks), (s.batch_size,), generator=gen)
+        block = train_blocks[idx]
+        if s.arch == "gpt2":
+            return restricted.gpt2_loss(block.to(device))
+        inputs, chosen = _mask_tokens(block, tok, s, gen, special)
+        return restricted.bert_loss(inputs.to(device), block.to(device), chosen.to(device))
+
+    def val_fn() -> float:  # the restricted loss on fixed validation batches (cheap, during training)
+        g = torch.Generator().manual_seed(99)
+        losses = []
+        for i in range(0, min(len(val_blocks), 128), s.batch_size):
+            b = val_blocks[i:i + s.batch_size]
+            if s.arch == "gpt2":
+                losses.append(float(restricted.gpt2_loss(b.to(device))))
+            else:
+                inputs, chosen = _mask_tokens(b, tok, s, g, special)
+                losses.append(float(restricted.bert_loss(inputs.to(device), b.to(device), chosen.to(device))))
+        return sum(losses) / len(losses)
+
+    hist = _training.train(model, loss_fn, steps=s.steps, lr=s.lr, warmup=s.warmup,
+                           weight_decay=s.weight_decay, eval_fn=val_fn, eval_every=s.eval_every,
+                           desc=f"training {name}", progress=progress)
+    restricted.finalise()
+    model.eval()
+    val_full = eval_loss(model, val_blocks, s, tok)
+    unigram = unigram_loss(train_blocks if s.arch == "gpt2" else train_blocks[:, 1:-1],
+                           val_blocks[:, 1:] if s.arch == "gpt2" else val_blocks[:, 1:-1], len(tok))
+    model.cpu()
+    probes = probe_report(model, tok, s.arch)
+
+    out.mkdir(parents=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    n_params = _n_params(model)
+    tokens_per_step = s.batch_size * s.block_size
+    info = {
+        "name": name,
+        "source": _SOURCE[s.arch].format(n=f"{n_params:,}"),
+        "architecture": type(model).__name__,
+        "tokenizer": f"real {s.tokenizer} tokenizer ({len(tok):,} ids)",
+        "key": k,
+        "spec": asdict(s),
+        "parameters": n_params,
+        "vocab_used_in_training": int(len(used)),
+        "tokens_seen": s.steps * tokens_per_step,
+        "target_tokens_seen": int(s.steps * s.batch_size * s.block_size * (s.mask_prob if s.arch == "bert" else 1)),
+        "train_wall_time_s": round(hist.wall_time_s, 1),
+        "total_wall_time_s": round(time.perf_counter() - t_start, 1),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "final_train_loss": hist.train_loss[-1],
+        "final_val_loss": val_full,
+        "val_loss_note": ("next-token" if s.arch == "gpt2" else "masked-token") +
+                         " cross-entropy (nats) of the saved full-vocabulary model on validation blocks",
+        "baselines": {"uniform": math.log(len(tok)), "unigram": unigram},
+        "probes": probes,
+        "loss_curve": hist.as_dict(),
+        "corpus": corpus.source,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
+    (out / _CARD).write_text(json.dumps(info, indent=1))
+    manifest = {f.name: _sha256(f) for f in sorted(out.iterdir()) if f.is_file()}
+    (out / _MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last: marks completeness
