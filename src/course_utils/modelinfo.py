@@ -20,6 +20,9 @@ COMPONENT_RULES: list[tuple[str, str]] = [
     (r"(pooler|lm_head|cls\.|classifier|qa_outputs|final_logits_bias)", "heads"),
 ]
 
+#: The components in the order tables and plots list them.
+COMPONENTS = ["embeddings", "attention", "MLP", "norms", "heads", "other"]
+
 
 def component_of(name: str) -> str:
     """The component (embeddings, attention, MLP, norms, heads or other) of a parameter name."""
@@ -40,8 +43,7 @@ def parameter_breakdown(model: torch.nn.Module) -> pd.Series:
     for name, p in model.named_parameters():  # named_parameters() skips tied duplicates
         comp = component_of(name)
         totals[comp] = totals.get(comp, 0) + p.numel()
-    order = ["embeddings", "attention", "MLP", "norms", "heads", "other"]
-    return pd.Series({k: totals[k] for k in order if k in totals}, name="parameters", dtype="int64")
+    return pd.Series({k: totals[k] for k in COMPONENTS if k in totals}, name="parameters", dtype="int64")
 
 
 def tied_parameters(model: torch.nn.Module) -> list[list[str]]:
