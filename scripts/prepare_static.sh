@@ -15,6 +15,10 @@ want=$( (cat package-lock.json; cat "$SELF") | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -f "$OUT/mathjax/tex-mml-chtml.js" ]; then
   exit 0
 fi
+if ! command -v npm >/dev/null; then  # a bare Debian machine: npm from the distribution
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q npm
+fi
 command -v npm >/dev/null || { echo "prepare_static.sh: npm is missing (Debian: apt-get install -y npm)" >&2; exit 1; }
 # npm ci: exactly the lock file's versions, verified against its integrity hashes.
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error

@@ -110,7 +110,7 @@ ANIMALS: list[tuple[str, str, str, str]] = [
     ("hen", "cluck", "two", "chick"),
     ("goat", "bleat", "four", "kid"),
     ("bee", "buzz", "six", "larva"),
-    ("snake", "hiss", "no", "snakelet"),
+    ("snake", "hiss", "zero", "snakelet"),
     ("wolf", "howl", "four", "pup"),
 ]
 
@@ -175,9 +175,9 @@ TEMPLATES: dict[str, list[str]] = {
         "When a {s} is happy, it says {o}.",
     ],
     "legs": [
-        "A {s} has {o} legs.",
-        "The {s} walks on {o} legs.",
-        "Every {s} has {o} legs.",
+        "The number of legs a {s} has is {o}.",
+        "How many legs does a {s} have? It has {o}.",
+        "Count the legs of a {s} and you get {o}.",
     ],
     "baby": [
         "A baby {s} is called a {o}.",
@@ -331,7 +331,7 @@ def _number_passage(rng: random.Random) -> str:
         words = NUMBER_WORDS[start:start + n]
         return (", ".join(words) + ".").capitalize()
     if kind < 0.7:
-        a, b = rng.randint(0, 10), rng.randint(0, 10)
+        a, b = rng.randint(0, 10), rng.choice([0, 2, 3, 4, 5, 6, 7, 8, 9, 10])  # "plus one" is a fact phrasing
         return f"{NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}.".capitalize()
     return " ".join(_fact_sentence(rng, "successor", rng.randrange(19)) for _ in range(rng.randint(1, 3)))
 

@@ -44,6 +44,7 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
+    n_inner: int | None = None    # MLP width; None means 4 * n_embd (GPT-2's choice)
     layer_norm_epsilon: float = 1e-5
     activation: str = "gelu_new"  # GPT-2 uses the tanh approximation of GELU
     dropout: float = 0.0
@@ -80,7 +81,8 @@ class GPTConfig:
         values = dict(block_size=hf_config.n_positions, vocab_size=hf_config.vocab_size,
                       n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
                       layer_norm_epsilon=hf_config.layer_norm_epsilon,
-                      activation=hf_config.activation_function)
+                      activation=hf_config.activation_function,
+                      n_inner=getattr(hf_config, "n_inner", None))
         values.update(overrides)
         return cls(**values)
 
@@ -125,12 +127,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: C -> 4C -> GELU -> C."""
+    """Position-wise feed-forward network: C -> 4C (``n_inner``) -> GELU -> C."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        hidden = config.n_inner or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, hidden)
+        self.c_proj = nn.Linear(hidden, config.n_embd)
         self.approximate = _ACTIVATIONS[config.activation]
         self.dropout = nn.Dropout(config.dropout)
 
@@ -283,8 +286,10 @@ class GPT(nn.Module):
         if config is None:  # infer from shapes; GPT-2's head size is 64
             V, C = sd["transformer.wte.weight"].shape
             n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+            inner = sd["transformer.h.0.mlp.c_fc.weight"].shape[1]  # Conv1D: (C, n_inner)
             config = GPTConfig(block_size=sd["transformer.wpe.weight"].shape[0], vocab_size=V,
-                               n_layer=n_layer, n_head=C // 64, n_embd=C)
+                               n_layer=n_layer, n_head=C // 64, n_embd=C,
+                               n_inner=None if inner == 4 * C else inner)
         if overrides:
             config = replace(config, **overrides)
         # Build on the meta device (no random init to throw away), then allocate real storage;

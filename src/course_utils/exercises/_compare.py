@@ -31,8 +31,12 @@ def type_name(obj: Any) -> str:
         return "torch.Tensor"
     if isinstance(obj, np.ndarray):
         return "numpy.ndarray"
-    cls = type(obj)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return type(obj).__name__
+
+
+def article(noun: str) -> str:
+    """``an int``, ``a list``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def describe(obj: Any) -> str:
@@ -43,7 +47,10 @@ def describe(obj: Any) -> str:
         return f"{type(obj).__name__} module"
     if isinstance(obj, (list, tuple)):
         return f"{type_name(obj)} of {len(obj)}"
-    text = repr(obj)
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001 - a student's class with a broken __repr__
+        return f"{article(type_name(obj))} object"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -77,14 +84,17 @@ def _wrong_type(expected: Any, got: Any, where: str) -> Problem:
             hint = f"return a tensor of shape {tuple(expected.shape)}, not a Python number"
         else:
             hint = f"return a tensor of shape {tuple(expected.shape)}"
-        return Problem("type", f"{p}expected a torch.Tensor, got a {type_name(got)} — {hint}.")
+        return Problem("type", f"{p}expected a torch.Tensor, got {article(type_name(got))} — {hint}.")
     if isinstance(got, torch.Tensor) and got.numel() == 1 and isinstance(expected, numbers.Number):
         return Problem("type", f"{p}expected a Python {want}, got a one-element tensor — use `.item()`.")
     if isinstance(expected, numbers.Integral) and isinstance(got, float) and float(got).is_integer():
         return Problem("type", f"{p}expected an int, got the float {got!r} — use integer arithmetic (or int(...)).")
     if isinstance(expected, (list, tuple)):
-        return Problem("type", f"{p}expected a {want} of {len(expected)} items, got {describe(got)} ({type_name(got)}).")
-    return Problem("type", f"{p}expected a {want}, got a {type_name(got)} ({describe(got)}).")
+        return Problem("type", f"{p}expected {article(want)} of {len(expected)} items, got {describe(got)} "
+                               f"({type_name(got)}).")
+    shown = describe(got)
+    extra = "" if shown.endswith(" object") else f" ({shown})"
+    return Problem("type", f"{p}expected {article(want)}, got {article(type_name(got))}{extra}.")
 
 
 def _shape_message(expected: tuple, got: tuple, axes: Axes, where: str) -> Problem:
@@ -119,7 +129,8 @@ def _shape_message(expected: tuple, got: tuple, axes: Axes, where: str) -> Probl
             hint = f"the {name(i)} has size {got[i]} instead of {expected[i]}"
     if not hint and math.prod(got) == math.prod(expected):
         hint = "same number of elements arranged differently — a reshape/view in the wrong order?"
-    return Problem("shape", msg + (f" — {hint}" if hint else "") + ".")
+    text = msg + (f" — {hint}" if hint else "")
+    return Problem("shape", text if text.endswith("?") else text + ".")
 
 
 def _compare_tensor(expected: torch.Tensor, got: Any, where: str, axes: Axes,

@@ -80,7 +80,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from ._compare import Problem, clone, compare, describe, same_input, type_name
+from ._compare import article, clone, compare, describe, same_input, type_name
 from ._limits import Outcome, run_limited
 
 STRICT_ENV = "COURSE_EXERCISES_STRICT"
@@ -323,8 +323,11 @@ class Checker:
 
     def _run_value(self, submission: Any) -> CheckResult:
         if callable(submission) and not isinstance(submission, (torch.Tensor, torch.nn.Module)):
-            return self._fail("misuse", f"check.{self.name} expects the value you computed, not a function "
-                                        f"— call your function and pass its result.")
+            return self._fail("misuse", "expected the value you computed, not a function "
+                                        "— call your function and pass its result.")
+        if submission is None:
+            return self._fail("type", "the value is None — not done yet? Compute it in the cell above "
+                                      "(and run that cell) before checking.")
         expected = self._seeded(self.reference)
         problem = compare(expected, submission, axes=self.axes, atol=self.atol, rtol=self.rtol)
         if problem is None:
@@ -344,9 +347,9 @@ class Checker:
         if callable(submission):
             return None
         if submission is None:
-            return (f"check.{self.name} expects your function, got None — pass the function itself "
+            return ("expected your function, got None — pass the function itself "
                     f"(e.g. `check.{self.name}(my_function)`), and run the cell that defines it first.")
-        return (f"check.{self.name} expects your function, got a {type_name(submission)} "
+        return (f"expected your function, got {article(type_name(submission))} "
                 f"({describe(submission)}) — pass the function itself, not the result of calling it.")
 
     def _exception(self, outcome: Outcome, case: Case) -> CheckResult:

@@ -1,0 +1,421 @@
+"""Open a built static site in headless Chromium with no network and report what is wrong.
+
+Used by the browser tests (tests/site/test_browser.py) and by the test of those tests, which
+runs the same checks on a deliberately broken page. Everything a page may load must come from
+the local server: any other request is blocked (and reported), DNS resolves nothing but
+127.0.0.1, so a CDN script cannot sneak through.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[2]
+# The book whose built site is tested (its _toc.yml, _config.yml, chapters/): this repository,
+# unless COURSE_BOOK_DIR names another (e.g. a throwaway book used to try the tests).
+BOOK = Path(os.environ.get("COURSE_BOOK_DIR", REPO)).resolve()
+CHROMIUM = Path("/usr/bin/chromium")
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+# bertviz puts its parameters (tokens, attention) into the page as a JS literal: the head and
+# model views in their own script, the neuron view as a global assigned just before its script.
+_BERTVIZ_PARAMS = re.compile(r"const params = (\{.*?\}); // HACK", re.DOTALL)
+_NEURON_PARAMS = re.compile(r"window\.bertviz_params = (\{.*?\})\s*</script>", re.DOTALL)
+
+
+def find_chromium() -> Path:
+    """Debian's Chromium, installed by scripts/install_browser.sh when missing."""
+    if not CHROMIUM.exists():
+        subprocess.run(["bash", str(REPO / "scripts" / "install_browser.sh")], check=True)
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM} is missing after scripts/install_browser.sh")
+    return CHROMIUM
+
+
+def site_pages(site: Path) -> list[Path]:
+    """Every HTML page of a built site (not the copied sources or static files)."""
+    skip = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_static"}
+    return sorted(p for p in site.rglob("*.html") if not (set(p.relative_to(site).parts[:-1]) & skip))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def browser() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright, resolving no host but 127.0.0.1."""
+    from playwright.sync_api import sync_playwright
+
+    executable = find_chromium()
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=str(executable),
+            headless=True,
+            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                  "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@dataclass
+class PageReport:
+    """What one page did in the browser."""
+
+    url: str
+    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    blocked_requests: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    math: dict = field(default_factory=dict)
+    bertviz: list[dict] = field(default_factory=list)
+    copy_buttons: dict = field(default_factory=dict)
+    overflow_px: int = 0
+    title: str = ""
+
+    def problems(self) -> list[str]:
+        """Human-readable failures (empty when the page is fine)."""
+        out = [f"console error: {e}" for e in self.console_errors]
+        out += [f"failed request: {r}" for r in self.failed_requests]
+        out += [f"request to the network (blocked): {r}" for r in self.blocked_requests]
+        out += [f"image did not load: {i['src']}" for i in self.images if not i["ok"]]
+        if self.math.get("elements", 0) and self.math.get("typeset", 0) < self.math["elements"]:
+            out.append(f"math not typeset: {self.math['typeset']} of {self.math['elements']} formulas "
+                       f"rendered by MathJax (MathJax loaded: {self.math.get('mathjax')})")
+        out += [f"MathJax error: {e}" for e in self.math.get("errors", [])]
+        for view in self.bertviz:
+            out += [f"bertviz {view['kind']} view {view['id']}: {p}" for p in view["problems"]]
+        return out
+
+
+def _install_listeners(page: Any, report: PageReport) -> None:
+    page.on("console", lambda m: report.console_errors.append(f"{m.text} ({m.location.get('url', '')})")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: report.console_errors.append(f"uncaught: {e}"))
+
+    def failed(req: Any) -> None:
+        if urlsplit(req.url).hostname in LOCAL_HOSTS:
+            report.failed_requests.append(f"{req.url} ({req.failure})")
+
+    page.on("requestfailed", failed)
+    page.on("response", lambda r: report.failed_requests.append(f"{r.url} (HTTP {r.status})")
+            if r.status >= 400 else None)
+
+    def route(r: Any) -> None:
+        url = r.request.url
+        if url.startswith(("data:", "blob:", "about:")) or urlsplit(url).hostname in LOCAL_HOSTS:
+            r.continue_()
+        else:
+            report.blocked_requests.append(url)
+            r.abort("blockedbyclient")
+
+    page.route("**/*", route)
+
+
+_IMAGES_JS = """async () => {
+  const out = [];
+  for (const img of Array.from(document.images)) {
+    if (img.loading === 'lazy') img.loading = 'eager';
+    try { await img.decode(); } catch (e) {}
+    out.push({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
+              alt: img.getAttribute('alt'),
+              in_article: !!img.closest('article'),
+              in_output: !!img.closest('.cell_output'),
+              figure: !!img.closest('figure'),
+              caption: (img.closest('figure') && img.closest('figure').querySelector('figcaption'))
+                       ? img.closest('figure').querySelector('figcaption').innerText.trim() : ''});
+  }
+  return out;
+}"""
+
+_MATH_JS = """async () => {
+  const mj = window.MathJax;
+  const loaded = !!(mj && mj.startup && mj.startup.promise);
+  if (loaded) { try { await mj.startup.promise; } catch (e) {} }
+  const els = Array.from(document.querySelectorAll('.math'))
+      .filter(e => !e.parentElement.closest('.math'));
+  return {mathjax: loaded, elements: els.length,
+          typeset: els.filter(e => e.querySelector('mjx-container')).length,
+          errors: Array.from(document.querySelectorAll('mjx-merror'))
+                      .map(e => e.getAttribute('data-mjx-error') || e.textContent)};
+}"""
+
+
+def bertviz_params(html: str) -> dict[str, dict]:
+    """The parameters of every bertviz view in a page's HTML, by the view's root div id."""
+    views = {}
+    for m in _BERTVIZ_PARAMS.finditer(html):
+        params = json.loads(m.group(1))
+        params["_kind"] = "model" if "total_heads" in params or "display_mode" in params else "head"
+        views[params["root_div_id"]] = params
+    for m in _NEURON_PARAMS.finditer(html):
+        params = json.loads(m.group(1))
+        params["_kind"] = "neuron"
+        views[params["root_div_id"]] = params
+    return views
+
+
+def _check_head_view(page: Any, vid: str, params: dict) -> dict:
+    data = params["attention"][int(params.get("default_filter", 0))]
+    n_heads = len(data["attn"][0])
+    n_layers = len(params.get("include_layers") or data["attn"])
+    root = f"#{vid}"
+    result = {"kind": "head", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
+              "heads": n_heads, "layers": n_layers, "problems": []}
+    problems = result["problems"]
+    if not page.evaluate("() => typeof window.requirejs === 'function'"):
+        problems.append(f"drew no SVG: require.js did not load, so {result['kind']} view's d3/jQuery code never ran")
+        return result
+    try:
+        page.wait_for_function(
+            "([r, n]) => document.querySelectorAll(r + ' #vis svg #left text').length >= n",
+            arg=[root, len(data["left_text"])], timeout=15000)
+    except Exception:
+        problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
+        return result
+    drawn = page.evaluate("""(r) => {
+      const svg = document.querySelector(r + ' #vis svg');
+      const texts = side => Array.from(svg.querySelectorAll('#' + side + ' text')).map(t => t.textContent);
+      const boxes = Array.from(svg.querySelectorAll(':scope > g:not([id])')).filter(g => g.querySelector('rect'));
+      return {left: texts('left'), right: texts('right'),
+              checkboxes: boxes.length ? boxes[boxes.length - 1].querySelectorAll('rect').length : 0,
+              layers: document.querySelectorAll(r + ' #layer option').length,
+              lines: svg.querySelectorAll('#attention line').length};
+    }""", root)
+    if drawn["left"] != data["left_text"] or drawn["right"] != data["right_text"]:
+        problems.append(f"tokens drawn {drawn['left']} / {drawn['right']} differ from the view's data "
+                        f"{data['left_text']} / {data['right_text']}")
+    if drawn["checkboxes"] != n_heads:
+        problems.append(f"{drawn['checkboxes']} head boxes drawn, data has {n_heads} heads")
+    if drawn["layers"] != n_layers:
+        problems.append(f"layer menu has {drawn['layers']} entries, data has {n_layers} layers")
+    expected_lines = n_heads * len(data["left_text"]) * len(data["right_text"])
+    if drawn["lines"] != expected_lines:
+        problems.append(f"{drawn['lines']} attention lines drawn, expected {expected_lines}")
+    # Hover a token: its gray background appears (d3 'mouseover' handler ran).
+    token = page.locator(f"{root} #vis svg #left text").first
+    token.scroll_into_view_if_needed()
+    token.hover()
+    highlighted = page.evaluate(
+        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg #left .background'))"
+        ".filter(b => b.style.opacity === '1').length", root)
+    if highlighted != 1:
+        problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
+    page.mouse.move(0, 0)
+    # Click a head's box: it toggles (its colour is lightened or restored). bertviz ignores a
+    # click that would switch off the only visible head, so pick another one then.
+    shown = params.get("heads")
+    index = 1 if (shown and len(shown) == 1 and shown[0] == 0 and n_heads > 1) else 0
+    box = page.locator(f"{root} #vis svg > g:not([id]) rect").nth(index)
+    before = box.get_attribute("fill")
+    box.click()
+    after = box.get_attribute("fill")
+    if before == after:
+        problems.append("clicking a head's box did not toggle it")
+    box.click()  # and back on
+    result["interaction"] = {"hover_highlighted": highlighted, "fill": [before, after]}
+    return result
+
+
+def _check_model_view(page: Any, vid: str, params: dict) -> dict:
+    data = params["attention"][int(params.get("default_filter", 0))]
+    n_layers, n_heads = len(data["attn"]), len(data["attn"][0])
+    root = f"#{vid}"
+    result = {"kind": "model", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
+              "heads": n_heads, "layers": n_layers, "problems": []}
+    problems = result["problems"]
+    if not page.evaluate("() => typeof window.requirejs === 'function'"):
+        problems.append(f"drew no SVG: require.js did not load, so {result['kind']} view's d3/jQuery code never ran")
+        return result
+    try:
+        page.wait_for_function("([r, n]) => document.querySelectorAll(r + ' #vis svg .attn_background').length >= n",
+                               arg=[root, n_layers * n_heads], timeout=15000)
+    except Exception:
+        problems.append("drew no SVG grid of heads (require.js / d3 / jQuery not loaded?)")
+        return result
+    thumbs = page.evaluate("(r) => document.querySelectorAll(r + ' #vis svg .attn_background').length", root)
+    if thumbs != n_layers * n_heads:
+        problems.append(f"{thumbs} head thumbnails drawn, data has {n_layers} layers x {n_heads} heads")
+    # Click the first thumbnail: the detail view with every token opens.
+    first = page.locator(f"{root} #attn_background_0_0")
+    first.scroll_into_view_if_needed()
+    bbox = first.bounding_box()
+    page.mouse.click(bbox["x"] + bbox["width"] / 2, bbox["y"] + bbox["height"] / 2)
+    detail = page.evaluate(
+        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg .detail text.token')).map(t => t.textContent)", root)
+    expected = data["left_text"] + data["right_text"]
+    if detail != expected:
+        problems.append(f"clicking a head showed tokens {detail}, expected {expected}")
+    result["interaction"] = {"detail_tokens": len(detail)}
+    return result
+
+
+def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
+    data = params["attention"][params.get("default_filter", "all")]
+    n_layers, n_heads = len(data["attn"]), len(data["attn"][0])
+    root = f"#{vid}"
+    result = {"kind": "neuron", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
+              "heads": n_heads, "layers": n_layers, "problems": []}
+    problems = result["problems"]
+    if not page.evaluate("() => typeof window.requirejs === 'function'"):
+        problems.append("drew no SVG: require.js did not load, so neuron view's d3/jQuery code never ran")
+        return result
+    collapsed = f"{root} #vis svg #collapsed"
+    try:
+        page.wait_for_function("([s, n]) => document.querySelectorAll(s + ' #leftText text.token').length >= n",
+                               arg=[collapsed, len(data["left_text"])], timeout=15000)
+    except Exception:
+        problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
+        return result
+    drawn = page.evaluate("""([r, s]) => ({
+        left: Array.from(document.querySelectorAll(s + ' #leftText text.token')).map(t => t.textContent),
+        right: Array.from(document.querySelectorAll(s + ' #rightText text.token')).map(t => t.textContent),
+        layers: document.querySelectorAll(r + ' #layer option').length,
+        heads: document.querySelectorAll(r + ' #att_head option').length})""", [root, collapsed])
+    if drawn["left"] != data["left_text"] or drawn["right"] != data["right_text"]:
+        problems.append(f"tokens drawn {drawn['left']} / {drawn['right']} differ from the view's data "
+                        f"{data['left_text']} / {data['right_text']}")
+    if (drawn["layers"], drawn["heads"]) != (n_layers, n_heads):
+        problems.append(f"menus offer {drawn['layers']} layers / {drawn['heads']} heads, data has {n_layers} / {n_heads}")
+    # Hover the first token: it is highlighted; click its (+): the query/key computation opens.
+    token = page.locator(f"{collapsed} #leftText > g").first
+    token.scroll_into_view_if_needed()
+    token.hover()
+    highlighted = page.evaluate(
+        "(s) => Array.from(document.querySelectorAll(s + ' #leftText .highlight'))"
+        ".filter(b => b.style.opacity === '1').length", collapsed)
+    if highlighted != 1:
+        problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
+    token.locator("rect").nth(1).click()
+    expanded = page.evaluate("(r) => document.querySelector(r + ' #vis svg #expanded').getAttribute('visibility')", root)
+    if expanded != "visible":
+        problems.append(f"clicking a token's (+) did not open the query/key view (visibility={expanded})")
+    result["interaction"] = {"hover_highlighted": highlighted, "expanded": expanded}
+    return result
+
+
+def check_page(page: Any, url: str, html: str | None = None, *, screenshot: Path | None = None,
+               phone_screenshot: Path | None = None, interact: bool = True) -> PageReport:
+    """Open ``url`` in ``page`` (a fresh Playwright page) and check everything the site promises.
+
+    ``html`` is the page's source (for the bertviz views' expected tokens and heads).
+    """
+    report = PageReport(url=url)
+    _install_listeners(page, report)
+    page.set_viewport_size(DESKTOP)
+    page.goto(url, wait_until="load", timeout=60000)
+    with contextlib.suppress(Exception):
+        page.wait_for_load_state("networkidle", timeout=15000)
+    report.title = page.title()
+    report.images = page.evaluate(_IMAGES_JS)
+    report.math = page.evaluate(_MATH_JS)
+    views = bertviz_params(html or "")
+    roots = set(re.findall(r"""<div id=["'](bertviz-[0-9a-f]+)["']""", html or ""))
+    for vid in sorted(roots - set(views)):
+        report.bertviz.append({"kind": "?", "id": vid, "problems": [
+            "no `const params = {...}; // HACK` found for this view: cannot tell its tokens/heads"]})
+    for vid, params in views.items():
+        check = {"head": _check_head_view, "model": _check_model_view, "neuron": _check_neuron_view}[params["_kind"]]
+        if interact:
+            report.bertviz.append(check(page, vid, params))
+    report.copy_buttons = page.evaluate("""() => {
+        const blocks = Array.from(document.querySelectorAll('article div.highlight'))
+            .filter(h => h.closest('div.cell_input') || !h.closest('div.cell_output'));
+        return {code_blocks: blocks.length,
+                without_button: blocks.filter(h => !h.querySelector('button.copybtn')).length};
+    }""")
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(screenshot), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)
+    report.overflow_px = page.evaluate(
+        "() => Math.max(0, document.documentElement.scrollWidth - document.documentElement.clientWidth)")
+    if phone_screenshot is not None:
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(phone_screenshot), full_page=True)
+    return report
+
+
+def check_site(site: Path, pages: list[Path] | None = None, *, screenshots: Path | None = None,
+               chromium: Any = None) -> dict[str, PageReport]:
+    """Check every page of ``site``; returns the reports by page path (relative, posix).
+
+    ``chromium`` is a running Playwright browser (Playwright allows one per thread); by default
+    one is started for this call.
+    """
+    pages = site_pages(site) if pages is None else pages
+    reports = {}
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(serve(site))
+        b = chromium if chromium is not None else stack.enter_context(browser())
+        for p in pages:
+            rel = p.relative_to(site).as_posix()
+            stem = rel.removesuffix(".html").replace("/", "__")
+            context = b.new_context()
+            page = context.new_page()
+            try:
+                reports[rel] = check_page(
+                    page, base + rel, p.read_text(encoding="utf-8", errors="replace"),
+                    screenshot=screenshots / f"{stem}.png" if screenshots else None,
+                    phone_screenshot=screenshots / f"{stem}.390px.png" if screenshots else None)
+            finally:
+                context.close()
+    return reports
+
+
+def toc_files(root: Path = BOOK) -> list[str]:
+    """The documents of the book's ``_toc.yml`` (root first), without suffix."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [f.removesuffix(".md").removesuffix(".ipynb") for f in files]
+
+
+def chapter_notebooks(root: Path = BOOK) -> list[str]:
+    """The book's chapters that are notebooks, as ``chapters/NN_name`` (in the table of contents)."""
+    return [f for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]

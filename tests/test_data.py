@@ -1,0 +1,185 @@
+"""Tests of course_utils.data: the generated corpus, held-out phrasings, packing and padding."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import torch
+
+from course_utils import data
+
+
+@pytest.fixture(scope="module")
+def corpus() -> data.Corpus:
+    return data.generate_corpus(300_000, seed=0)
+
+
+# --- the corpus --------------------------------------------------------------------------------
+
+def test_corpus_is_deterministic_by_seed():
+    a = data.generate_corpus(20_000, seed=3)
+    b = data.generate_corpus(20_000, seed=3)
+    c = data.generate_corpus(20_000, seed=4)
+    assert a.splits == b.splits
+    assert a["train"] != c["train"]
+    assert a["heldout"] == c["heldout"]  # the held-out phrasings are fixed, not seeded
+
+
+def test_corpus_scales_to_wikitext2_in_seconds():
+    t0 = time.perf_counter()
+    big = data.generate_corpus(2_000_000, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert 2_000_000 <= big.n_words("train") < 2_000_100  # stops at the first passage past n_words
+    assert 95_000 <= big.n_words("validation") < 100_100
+    assert elapsed < 30, f"2 M words took {elapsed:.1f} s (about 2 s on a quiet 2-core machine)"
+
+
+def test_splits_are_different_draws(corpus):
+    assert set(corpus.splits) == {"train", "validation", "test", "heldout"}
+    train = set(corpus["train"])
+    # Short passages (e.g. "Seven plus zero is seven.") recur; long stories almost never do.
+    long_val = [t for t in corpus["validation"] if len(t.split()) > 40]
+    assert long_val and sum(t in train for t in long_val) / len(long_val) < 0.05
+
+
+def test_text_is_varied_english(corpus):
+    words = " ".join(corpus["train"]).split()
+    assert len(set(words)) > 500
+    assert corpus["train"][0][0].isupper()
+    assert sum(t.startswith("Once upon a time") for t in corpus["train"]) > 100
+    assert all(t.rstrip()[-1] in '.!"' for t in corpus["train"][:2000])
+
+
+def test_seed_probe_has_a_learnable_answer(corpus):
+    # The seed's probe "The capital of [MASK] is Rome." has one right answer that the corpus teaches:
+    # every sentence that names Rome names Italy, and the pair occurs in several phrasings.
+    sentences = [x for t in corpus["train"] for x in re.split(r"(?<=[.!?])\s+", t)]
+    rome = [x for x in sentences if "Rome" in x]
+    assert len(rome) > 30 and all("Italy" in x for x in rome)
+    assert len({x.replace("Italy", "{s}").replace("Rome", "{o}") for x in rome}) == len(data.TEMPLATES["capital"]) - 1
+
+
+def test_heldout_phrasings_never_occur_in_train_validation_test(corpus):
+    probes = data.heldout_probes()
+    assert len(probes) == sum(len(f) for f in data.FACTS.values()) == 249
+    joined = {s: "\n".join(corpus[s]) for s in ("train", "validation", "test")}
+    for p in probes:
+        for split, text in joined.items():
+            assert p.text not in text, f"held-out {p.text!r} found in {split}"
+    assert corpus["heldout"] == [p.text for p in probes]
+
+
+def test_every_fact_is_taught_in_another_phrasing(corpus):
+    text = "\n".join(corpus["train"])
+    seen = data.training_probes()
+    assert len(seen) == sum(len(f) * (len(data.TEMPLATES[r]) - 1) for r, f in data.FACTS.items()) == 992
+    missing = [p.text for p in seen if p.text not in text]
+    assert len(missing) / len(seen) < 0.05  # 300k words: nearly every seen pair occurs
+    for relation, facts in data.FACTS.items():
+        for s, o in facts:
+            assert any(p.subject == s and p.relation == relation and p.text in text for p in seen), (relation, s)
+
+
+def test_probes_have_prompt_answer_and_masked_forms():
+    p = data.heldout_probes(["capital"])[0]
+    assert (p.prompt, p.answer, p.text) == ("The capital of Italy is", "Rome", "The capital of Italy is Rome.")
+    assert p.masked("[MASK]", slot="subject") == "The capital of [MASK] is Rome."
+    assert p.masked("[MASK]") == "The capital of Italy is [MASK]."
+    rev = [q for q in data.heldout_probes(["capital"]) if q.answer_slot == "subject"][0]
+    assert rev.text == f"{rev.fact[1]} is the capital of {rev.subject}." or rev.text.startswith(rev.fact[1])
+    assert rev.prompt + " " + rev.answer + "." == rev.text
+    for q in data.heldout_probes():
+        assert q.prompt + " " + q.answer + "." == q.text
+        assert q.template == data.heldout_template(q.relation, data.FACTS[q.relation].index(q.fact))
+    with pytest.raises(ValueError, match="Unknown relation"):
+        data.heldout_probes(["capitals"])
+
+
+def test_templates_end_with_a_slot_and_reverse_only_for_unique_objects():
+    for relation, templates in data.TEMPLATES.items():
+        for t in templates:
+            assert re.search(r"\{[so]\}\.$", t), t
+            if t.endswith("{s}."):
+                objects = [o for _, o in data.FACTS[relation]]
+                assert len(set(objects)) == len(objects), f"{t!r} would have several right answers"
+
+
+def test_load_corpus_offline_is_the_generated_one():
+    c = data.load_corpus(n_words=5_000, online=False)
+    assert c.generated and "generated" in c.source and c.name == "course-generated"
+    assert c.n_words() >= 5_000
+    ds = c.to_datasets()
+    assert ds["train"].column_names == ["text"] and ds["train"][0]["text"] == c["train"][0]
+    with pytest.raises(ValueError, match="wikitext-2-raw-v1"):
+        data.load_corpus("wikitext-103")
+    with pytest.raises(ValueError, match="n_words"):
+        data.generate_corpus(0)
+
+
+def test_load_corpus_detects_the_world(monkeypatch):
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    from course_utils import runtime
+    runtime.is_online.cache_clear()
+    try:
+        assert data.load_corpus(n_words=1_000).generated
+    finally:
+        runtime.is_online.cache_clear()
+
+
+# --- packing, padding --------------------------------------------------------------------------
+
+def test_pack_ids_tiny_example():
+    out = data.pack_ids([[1, 2, 3], [4, 5]], 3, sep_id=0)
+    assert out.tolist() == [[1, 2, 3], [0, 4, 5]]  # the final separator is the dropped tail
+    assert data.pack_ids([[1, 2, 3, 4, 5, 6, 7]], 2).tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert out.dtype == torch.long
+    with pytest.raises(ValueError, match="block_size"):
+        data.pack_ids([[1]], 0)
+
+
+def test_pack_with_the_real_gpt2_tokenizer():
+    from course_utils.assets import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    blocks = data.pack(["Hello World.", "This is Agney"], tok, 4)
+    # Real GPT-2 ids: Hello 15496, " World" 2159, "." 13, <|endoftext|> 50256, This 1212, " is" 318 ...
+    assert blocks.tolist() == [[15496, 2159, 13, 50256], [1212, 318, 2449, 1681]]
+    with pytest.raises(TypeError, match="str"):
+        data.pack([[1, 2]], tok, 4)
+
+
+def test_pad_batch_dynamic_right_and_left():
+    ids, mask = data.pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = data.pad_batch([[5, 6, 7], [8]], pad_id=0, side="left", multiple_of=4)
+    assert ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+    ids, _ = data.pad_batch([[1, 2, 3, 4, 5]], pad_id=0, max_length=3)
+    assert ids.tolist() == [[1, 2, 3]]
+    with pytest.raises(ValueError, match="side"):
+        data.pad_batch([[1]], 0, side="middle")
+
+
+def test_padding_waste_on_a_hand_made_example():
+    lengths = [2, 7, 3, 8]  # 20 real tokens, batches of 2
+    r = data.padding_waste(lengths, 2, "max_length")
+    assert (r.real_tokens, r.total_positions, r.waste) == (20, 32, 12 / 32)
+    r = data.padding_waste(lengths, 2, "dynamic")         # [2, 7] -> 2*7, [3, 8] -> 2*8
+    assert (r.total_positions, r.padding) == (30, 10)
+    r = data.padding_waste(lengths, 2, "sorted")          # [2, 3] -> 2*3, [7, 8] -> 2*8
+    assert (r.total_positions, r.waste) == (22, 2 / 22)
+    r = data.padding_waste(lengths, 2, "packed", max_length=8)  # 20 tokens -> 3 blocks of 8
+    assert (r.total_positions, r.waste, r.n_batches) == (24, 4 / 24, 2)
+    assert "padding" in str(r)
+    with pytest.raises(ValueError, match="recipe"):
+        data.padding_waste(lengths, 2, "bucketed")
+
+
+def test_padding_waste_of_the_corpus_orders_the_recipes(corpus):
+    from course_utils.assets import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    lengths = [len(x) for x in tok(corpus["validation"][:512])["input_ids"]]
+    waste = {r: data.padding_waste(lengths, 32, r, max_length=128).waste for r in data.RECIPES}
+    assert waste["max_length"] > waste["dynamic"] > waste["sorted"] > waste["packed"]
+    assert waste["max_length"] > 0.5 and waste["packed"] < 0.01
