@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="default: bfloat16 on CUDA (the fused kernels need 16-bit), float32 on CPU")
     p.add_argument("--block", type=int, default=None, help="tile size of the tiled version (default: 256 CUDA, 128 CPU)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 gives stable timings on a busy machine)")
     args = p.parse_args(argv)
     if any(t < 1 for t in args.lengths or []):
         p.error("--lengths must be positive")
@@ -94,13 +96,15 @@ def main(argv: list[str] | None = None) -> int:
               "pass --device cpu.", file=sys.stderr)
         return 2
     cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lengths = args.lengths or GRIDS[(device.type, args.quick)]
     nh = args.heads or (8 if cuda else 4)
     hs = args.head_size
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if cuda else torch.float32)
     block = args.block or (256 if cuda else 128)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, " \
-                                                            f"{torch.get_num_threads()} threads)"
+                                                            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
     print(f"Device: {name}; torch {torch.__version__}")
     print(f"Causal self-attention, batch 1, {nh} heads of size {hs}, {str(dtype).replace('torch.', '')}; "
           f"tiled blocks {block}x{block}; time = best of {args.repeats}")

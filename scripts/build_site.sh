@@ -5,7 +5,8 @@ set -eo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/install.sh
 . .venv/bin/activate
-export MPLBACKEND=Agg PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+# The inline backend, as in a notebook: with Agg, plt.show() would leave no figure in the site.
+export MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
 if [ "${1:-}" = "--fresh" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi
 [ -x scripts/prepare_static.sh ] && bash scripts/prepare_static.sh
 jupyter-book build . -W -n --keep-going

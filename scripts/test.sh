@@ -21,12 +21,14 @@ run_pytest() {
 
 stage "install (pinned)"
 bash scripts/install.sh
+bash scripts/install_browser.sh   # Debian chromium for tests/site (apt-get only when missing)
 . .venv/bin/activate
 
 # The offline world, explicitly: CI has no network, and nothing may wait on a hub.
 export COURSE_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export COURSE_EXERCISES_STRICT=1   # a failing check in the book (a wrong solution) fails the run
 export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains once per run, shared below
-export MPLBACKEND=Agg PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+export MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
 
 stage "unit tests"
 run_pytest -q -m "not browser" tests

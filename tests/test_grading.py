@@ -101,8 +101,8 @@ def test_csv_exact(graded):
         ["erin", CP, "1", None],
         ["erin", SM, "0", "missing: the notebook has no check.demo_softmax(...) call — was the exercise's check "
                           "cell deleted? Restore it and run it."],
-        ["frank", CP, "0", "the check cell (cell 4) raised NameError: name 'count_parameters' is not defined; "
-                           "note: cell 3 was stopped after the per-cell time limit (an infinite loop?)"],
+        ["frank", CP, "0", "the check cell (cell 4) raised NameError: name 'count_parameters' is not defined. "
+                           "Note: cell 3 was stopped at the per-cell time limit (an infinite loop?)."],
         ["frank", SM, "1", None],
         ["gina", CP, "1", None],
         ["gina", SM, "0", "not graded: the kernel died while running cell 6 (a crash, running out of memory, or "

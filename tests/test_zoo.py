@@ -234,7 +234,13 @@ def test_interrupted_training_leaves_nothing_that_loads(tmp_cache, monkeypatch):
         zoo.path("gpt2-course", progress=False, **TINY)
     assert not any((tmp_cache / "zoo").glob("gpt2-course-*/")) and not list((tmp_cache / "zoo").glob(".*tmp*"))
     monkeypatch.setattr(zoo, "_train_and_save", real)
+    # A process killed while saving (no `finally`) leaves a hidden temporary folder: never loaded,
+    # and removed by the next training under the lock.
+    stale = tmp_cache / "zoo" / f".gpt2-course-{zoo.key('gpt2-course', **TINY)}.tmp-999-deadbeef"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
     assert (zoo.path("gpt2-course", progress=False, **TINY) / "manifest.json").is_file()
+    assert not stale.exists()
 
 
 def test_concurrent_first_uses_train_once(tmp_cache):

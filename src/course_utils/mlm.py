@@ -321,6 +321,10 @@ class Clock:
             self._start = None
 
     @property
+    def running(self) -> bool:
+        return self._start is not None
+
+    @property
     def seconds(self) -> float:
         running = time.perf_counter() - self._start if self._start is not None else 0.0
         return self._total + running
@@ -423,11 +427,10 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
 
     class BudgetCallback(TrainerCallback):
         def on_step_begin(self, args, st, control, **kw):
-            if clock._start is None:
+            if not clock.running:
                 clock.resume()
 
         def on_step_end(self, args, st, control, **kw):
-            inputs = kw.get("inputs")
             result.steps = st.global_step
             done = clock.seconds >= budget_seconds or (max_steps > 0 and st.global_step >= max_steps)
             if clock.seconds >= state["next_eval"] or done:

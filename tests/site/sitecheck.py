@@ -147,10 +147,12 @@ _IMAGES_JS = """async () => {
   for (const img of Array.from(document.images)) {
     if (img.loading === 'lazy') img.loading = 'eager';
     try { await img.decode(); } catch (e) {}
+    const code = img.closest('.cell') && img.closest('.cell').querySelector('.cell_input pre');
     out.push({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0,
               alt: img.getAttribute('alt'),
               in_article: !!img.closest('article'),
               in_output: !!img.closest('.cell_output'),
+              cell_code: code ? code.innerText.split('\\n').filter(l => l.trim()).slice(0, 2).join(' | ') : '',
               figure: !!img.closest('figure'),
               caption: (img.closest('figure') && img.closest('figure').querySelector('figcaption'))
                        ? img.closest('figure').querySelector('figcaption').innerText.trim() : ''});

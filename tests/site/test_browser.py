@@ -138,16 +138,18 @@ def test_every_figure_of_a_chapter_is_on_its_page(site_reports: dict[str, sitech
 
 
 def test_figures_have_alt_text_and_captions(site_reports: dict[str, sitecheck.PageReport]) -> None:
-    """Each figure a chapter shows has a caption and alt text, given in the cell's metadata:
+    """Each image of a chapter has alt text, and each figure (a cell's plot, a ``figure``) a
+    caption. For a plot, give both in the cell's metadata:
     ``{"mystnb": {"figure": {"caption": "...", "name": "fig-..."}, "image": {"alt": "..."}}}``."""
     missing = []
     for chapter in sitecheck.chapter_notebooks():
         for img in site_reports[f"{chapter}.html"].images:
-            if not img["in_output"]:
-                continue
+            if not (img["in_article"] or img["in_output"]):
+                continue  # the theme's own icons (Colab logo ...) carry their alt text
+            where = f" (the output of the cell `{img['cell_code'][:80]}`)" if img.get("cell_code") else ""
             alt = (img["alt"] or "").strip()
-            if not alt or alt.endswith((".png", ".svg", ".jpg")) or "_images/" in alt:
-                missing.append(f"{chapter}: figure {img['src']} has no alt text (alt={img['alt']!r})")
-            if not img["caption"]:
-                missing.append(f"{chapter}: figure {img['src']} has no caption")
+            if not alt or alt.endswith((".png", ".svg", ".jpg", ".jpeg", ".gif")) or "_images/" in alt:
+                missing.append(f"{chapter}: image {img['src']}{where} has no alt text (alt={img['alt']!r})")
+            if (img["in_output"] or img["figure"]) and not img["caption"]:
+                missing.append(f"{chapter}: figure {img['src']}{where} has no caption")
     assert missing == [], "\n".join(missing)

@@ -26,6 +26,21 @@ TOKENS = ["[CLS]", "the", "cat", "sat", "[SEP]"]
 N_LAYERS, N_HEADS = 2, 3
 
 
+def _neuron_html() -> str:
+    """bertviz's neuron view (course_utils.viz builds bertviz's own BERT from a BertModel)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from course_utils import viz
+    from course_utils.assets import load_tokenizer
+
+    tokenizer = load_tokenizer("bert-base-uncased")
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=N_LAYERS,
+                                num_attention_heads=N_HEADS, intermediate_size=32)).eval()
+    return viz.neuron_view(bert, tokenizer, "the cat sat", layer=1, head=2).data
+
+
 def _bertviz_html() -> str:
     import torch
     from bertviz import head_view, model_view
@@ -54,8 +69,8 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (site / "_images" / "dot.png").write_bytes(PNG_1PX)
     view = _bertviz_html()
     math = '<p><span class="math">\\(e^{i\\pi} + 1 = 0\\)</span></p>'
-    good_view, n = rewrite_cdn_urls(view, lambda local: "_static/" + local)
-    assert n == 6  # per view: the require.js tag, and require.config's d3 and jquery paths
+    good_view, n = rewrite_cdn_urls(view + _neuron_html(), lambda local: "_static/" + local)
+    assert n == 9  # per view: the require.js tag, and require.config's d3 and jquery paths
     (site / "good.html").write_text(_page(
         math + '<img src="_images/dot.png" alt="a dot">' + good_view,
         head='<script defer src="_static/vendor/mathjax/tex-mml-chtml.js"></script>'))
@@ -78,11 +93,14 @@ def test_a_sound_page_passes(reports: dict[str, sitecheck.PageReport]) -> None:
     assert good.problems() == []
     assert good.math == {"mathjax": True, "elements": 1, "typeset": 1, "errors": []}
     assert [i["ok"] for i in good.images] == [True]
-    head, model = sorted(good.bertviz, key=lambda v: v["kind"])
+    head, model, neuron = sorted(good.bertviz, key=lambda v: v["kind"])
     assert (head["kind"], head["tokens"], head["heads"], head["layers"]) == ("head", (5, 5), N_HEADS, N_LAYERS)
     assert head["interaction"]["hover_highlighted"] == 1
     assert (model["kind"], model["tokens"], model["heads"], model["layers"]) == ("model", (5, 5), N_HEADS, N_LAYERS)
     assert model["interaction"]["detail_tokens"] == 2 * len(TOKENS)
+    # "the cat sat" -> [CLS] the cat sat [SEP]: 5 tokens, the query/key view opens on click
+    assert (neuron["kind"], neuron["tokens"], neuron["heads"], neuron["layers"]) == ("neuron", (5, 5), N_HEADS, N_LAYERS)
+    assert neuron["interaction"] == {"hover_highlighted": 1, "expanded": "visible"}
 
 
 def test_a_broken_page_fails_for_each_fault(reports: dict[str, sitecheck.PageReport]) -> None:

@@ -210,13 +210,13 @@ def _reason_missing(exercise: str, status: dict[str, Any]) -> str:
         return text
     else:
         text = f"the check cell (cell {cell}) did not run to the check"
+    parts = [text.rstrip(".") + "."]
     stopped_cells = [c for c in status.get("stopped_cells", []) if c != cell]
     if stopped_cells:
-        text += (f"; note: cell {stopped_cells[0]} was stopped after the per-cell time limit "
-                 "(an infinite loop?)")
+        parts.append(f"Note: cell {stopped_cells[0]} was stopped at the per-cell time limit (an infinite loop?).")
     if stopped:
-        text += f"; {status.get('message')}"
-    return text
+        parts.append(f"Then {status.get('message')}.")
+    return " ".join(parts)
 
 
 def grade_submission(sub: Submission, expected: list[str], limits: Limits) -> list[Row]:
