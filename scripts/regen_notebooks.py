@@ -25,7 +25,7 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 
 def strip_volatile(nb: nbformat.NotebookNode) -> None:
     nb.metadata = {"kernelspec": KERNELSPEC,
-                   "language_info": {"name": "python"},
+                   "language_info": {"name": "python", "pygments_lexer": "ipython3"},
                    **({"colab": nb.metadata["colab"]} if "colab" in nb.metadata else {})}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)

@@ -86,15 +86,18 @@ def top_p_filter(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1
 
     A token is kept when the probability mass of the tokens *more* likely than it is still
     below ``top_p`` -- so the token that crosses the threshold is kept (the classic off-by-one),
-    and the most likely token is always kept.
+    and the most likely token always is. Equivalently (this is how it is computed, and how the
+    library computes it): sort from the *least* likely token up, and remove a token when its
+    mass plus that of every less likely token is at most ``1 - top_p``. Both say the same in
+    exact arithmetic; summing in the library's order makes the float32 rounding agree too, so
+    the result is identical even for a token that sits exactly at the boundary.
     """
     if not 0.0 <= top_p <= 1.0:
         raise ValueError(f"top_p must be in [0, 1], got {top_p!r}")
-    probs = logits.softmax(dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
-    remove_sorted = mass_before >= top_p
-    remove_sorted[..., :min_tokens_to_keep] = False
+    sorted_logits, order = logits.sort(dim=-1, descending=False)  # (B, V): least likely first
+    tail_mass = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # this token + all less likely ones
+    remove_sorted = tail_mass <= 1 - top_p  # i.e. the mass above it already reaches top_p
+    remove_sorted[..., -min_tokens_to_keep:] = False  # the most likely tokens always stay
     remove = remove_sorted.scatter(-1, order, remove_sorted)  # back to vocabulary order
     return logits.masked_fill(remove, FILTER_VALUE)
 
