@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,14 @@ from course_utils.mlm import (Recipe, ablation_rows, make_validation_set, machin
                               train_seed_recipe)
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "mlm_recipe.json"
+
+
+def _load() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--budget-seconds must be positive")
 
     device = get_device()
+    load_start = _load()
     seed_everything(0)
     t_start = time.time()
     tok = load_tokenizer("bert-base-uncased")
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     val = make_validation_set(tok, corpus["validation"])
     waste = measure_waste(tok, corpus["train"])
     eval_every = max(0.5, args.budget_seconds / 100)
-    print(f"Machine: {machine_description()}; device {device}")
+    print(f"Machine: {machine_description()}; device {device}; load average {load_start}")
     print(f"Data: {corpus.source}; {waste.lines:,} training lines; validation: {val.n_texts} texts, "
           f"{val.n_masked:,} masked tokens (fixed)")
     print(f"Seed padding: {waste.padding_fraction:.1%} of positions are padding, "
@@ -132,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "machine": machine_description(), "device": str(device),
+        # Wall-clock timings on a shared machine: the load average says how shared it was.
+        "load_average_at_start": load_start, "load_average_at_end": _load(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python benchmarks/mlm_recipe.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick, "budget_seconds": args.budget_seconds, "corpus": corpus.source,

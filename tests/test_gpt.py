@@ -237,7 +237,7 @@ def test_kv_cache_on_exact_gpt2_small(gpt2_small, tok):
     torch.testing.assert_close(last, full[:, -1:], atol=TOL, rtol=0)
 
 
-def test_cached_generation_equals_uncached_and_the_library(zoo_gpt2, tok):
+def test_cached_generation_on_zoo_model_equals_uncached_and_the_library(zoo_gpt2, tok):
     ours = GPT.from_hf(zoo_gpt2)
     start = _ids(tok, "Once upon a time, a little")
     cached = ours.generate(start, 15, use_cache=True)
@@ -247,6 +247,18 @@ def test_cached_generation_equals_uncached_and_the_library(zoo_gpt2, tok):
         lib = zoo_gpt2.generate(start, max_new_tokens=15, do_sample=False, attention_mask=torch.ones_like(start),
                                 pad_token_id=tok.eos_token_id)
     assert torch.equal(cached, lib)
+
+
+def test_last_only_logits_are_the_last_row():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.tiny()).eval()
+    idx = torch.randint(0, 1000, (2, 9))
+    with torch.no_grad():
+        full, last = model(idx).logits, model(idx, last_only=True).logits
+    assert last.shape == (2, 1, 1000)
+    torch.testing.assert_close(last, full[:, -1:])
+    with pytest.raises(ValueError, match="last_only"):
+        model(idx, targets=idx, last_only=True)
 
 
 def test_sampling_is_reproducible_with_a_generator():

@@ -198,11 +198,14 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                past_kv: list[LayerKV] | None = None, use_cache: bool = False) -> GPTOutput:
+                past_kv: list[LayerKV] | None = None, use_cache: bool = False,
+                last_only: bool = False) -> GPTOutput:
         """idx: (B, T) token ids of the *new* positions; past_kv: the cache of the earlier ones.
 
         With ``use_cache=True`` the returned ``past_kv`` holds the keys/values of all S
-        positions seen so far; feed it back with only the next token(s).
+        positions seen so far; feed it back with only the next token(s). ``last_only=True``
+        computes the logits of the last position only, (B, 1, V): generation needs no more,
+        and the (T, V) output projection is the largest matmul of a small model.
         """
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx must be a (B, T) tensor of integer token ids, got {tuple(idx.shape)} {idx.dtype}.")
@@ -222,9 +225,11 @@ class GPT(nn.Module):
             x, present = block(x, None if past_kv is None else past_kv[i])
             presents.append(present)
         hidden = self.transformer.ln_f(x)                                # (B, T, C)
-        logits = self.lm_head(hidden)                                    # (B, T, V)
+        logits = self.lm_head(hidden[:, -1:] if last_only else hidden)   # (B, T, V) or (B, 1, V)
         loss = None
         if targets is not None:
+            if last_only:
+                raise ValueError("targets need the logits of every position: drop last_only=True.")
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return GPTOutput(logits, loss, presents if use_cache else None, hidden)
 
@@ -240,9 +245,9 @@ class GPT(nn.Module):
         past_kv = None
         for _ in range(max_new_tokens):
             if use_cache and past_kv is not None:
-                out = self(idx[:, -1:], past_kv=past_kv, use_cache=True)
+                out = self(idx[:, -1:], past_kv=past_kv, use_cache=True, last_only=True)
             else:
-                out = self(idx[:, -self.config.block_size:], use_cache=use_cache)
+                out = self(idx[:, -self.config.block_size:], use_cache=use_cache, last_only=True)
             past_kv = out.past_kv
             logits = out.logits[:, -1, :]                                # (B, V)
             if temperature == 0.0:
