@@ -81,6 +81,16 @@ def test_every_fact_is_taught_in_another_phrasing(corpus):
             assert any(p.subject == s and p.relation == relation and p.text in text for p in seen), (relation, s)
 
 
+def test_an_before_a_vowel(corpus):
+    text = "\n".join(corpus["train"])
+    assert " an owl " in text and "called an owlet." in text and " an orange " in text
+    assert not re.search(r"\b[Aa] [aeiouAEIOU]", text)  # never "a owl", "a owlet", "a orange"
+    assert data.heldout_probes(["sound"])[9].text == "An owl says hoot."  # held out: never in train
+    owl = [p for p in data.heldout_probes(["baby"]) if p.subject == "owl"][0]
+    assert owl.text == "When an owl has a baby, the baby is an owlet."
+    assert owl.masked("[MASK]") == "When an owl has a baby, the baby is a [MASK]."
+
+
 def test_probes_have_prompt_answer_and_masked_forms():
     p = data.heldout_probes(["capital"])[0]
     assert (p.prompt, p.answer, p.text) == ("The capital of Italy is", "Rome", "The capital of Italy is Rome.")

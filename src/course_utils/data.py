@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -208,8 +209,13 @@ def heldout_template(relation: str, fact_index: int) -> int:
 
 
 def _render(template: str, s: str, o: str) -> str:
-    text = template.format(s=s, o=o)
+    text = _ARTICLE.sub(r"\1n ", template.format(s=s, o=o))  # "a owl" -> "an owl"
     return text[0].upper() + text[1:]
+
+
+# "a" directly before a word that starts with a vowel letter (every such word in the tables is
+# said with a vowel sound: owl, owlet); "[MASK]" and other non-letters are left alone.
+_ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 
 
 @dataclass(frozen=True)
