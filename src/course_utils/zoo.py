@@ -18,10 +18,15 @@ model's card: parameters, tokens seen, wall time, device, losses, baselines and 
 
 Why it is fast on a CPU: the corpus uses well under a thousand distinct token ids, so training
 computes the output softmax over those rows of the (tied) embedding matrix instead of all
-50,257 (BERT: only at the masked positions, too). The saved model still has the full real
-vocabulary; the ids the corpus never uses are made harmless at inference by a large negative
-output bias (BERT: its ``cls.predictions.bias``; GPT-2, which has no output bias: one hidden
-channel that ``ln_f`` pins to 1, so that embedding column acts as a per-token bias).
+50,257 / 30,522. The saved model still has the full real vocabulary; the ids the corpus never
+uses are made harmless by a large negative output logit (BERT: its ``cls.predictions.bias``,
+set before training, so the model is a full-vocabulary one at every step; GPT-2, which has no
+output bias: one hidden channel that ``ln_f`` pins to 1, so that embedding column acts as a
+per-token bias).
+
+``bert-course`` is trained by Chapter 5's loop, :func:`course_utils.mlm.train_mlm` (the chapter's
+cells hold the same code, and a test checks that they agree), scored during training on
+Chapter 5's fixed validation set over all 30,522 ids; its card keeps that curve.
 
 How ``bert-course`` learns the facts: entity masking. With BERT's plain recipe (each token
 masked independently), the object of a fact is a target *while its subject is visible* only
@@ -29,20 +34,8 @@ masked independently), the object of a fact is a target *while its subject is vi
 prior. So ``bert-course`` uses whole-word masking plus entity masking (the idea of ERNIE, Sun et
 al. 2019, and of SpanBERT, Joshi et al. 2020): in every sentence that has fact-slot words, exactly
 one of them, drawn at random, is masked (all its WordPieces) and the rest stay visible; other
-words are masked with probability 0.15. Measured on 1 CPU thread, seed 0, top-1 over the 207
-held-out probes whose answer is one WordPiece (``card("bert-course")["probes"]``):
-
-==========================================================  =========  ======  ========
-recipe (4 layers, d=128, batch 32 x 64 tokens, lr 3e-3)      held-out   seen    CPU time
-==========================================================  =========  ======  ========
-random token masking, 40%, 1,200 steps                        25%       26%     310 s
-entity + whole-word masking (15% elsewhere), 800 steps        70%       85%     199 s
-the same, 600 steps                                           32%       29%     131 s
-the same, 600 steps, lr 4e-3                                  0%        0%      138 s
-==========================================================  =========  ======  ========
-
-The bindings are learned late (between steps 600 and 800), and lr 4e-3 never leaves the unigram
-plateau. CPU times were measured while other jobs shared the 2 cores (so slightly inflated).
+words are masked with probability 0.15. The held-out probe accuracy this buys is in the card
+(``card("bert-course")["probes"]``) and in Chapter 5.
 """
 from __future__ import annotations
 
@@ -62,6 +55,7 @@ from typing import Any
 import torch
 
 from . import data as _data
+from . import mlm as _mlm
 from . import training as _training
 from .assets import Asset, cache_dir, load_tokenizer
 
@@ -101,9 +95,9 @@ class ZooSpec:
 ZOO: dict[str, ZooSpec] = {
     "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2"),
     # Entity masking: one fact-slot word per fact sentence is masked, whole words, 15% elsewhere
-    # (see the module docstring for the measured effect: held-out top-1 25% -> 70%).
+    # (see the module docstring); trained by Chapter 5's loop, mlm.train_mlm.
     "bert-course": ZooSpec(arch="bert", tokenizer="bert-base-uncased", steps=800, warmup=80, mask_prob=0.15,
-                           entity_mask_prob=1.0),
+                           entity_mask_prob=1.0, eval_every=50),
 }
 
 _SOURCE = {
@@ -135,9 +129,12 @@ def key(name: str, **overrides: Any) -> str:
     h.update(json.dumps({"name": name, **asdict(spec(name, **overrides))}, sort_keys=True).encode())
     # The code that makes the weights: the corpus, the loop, and this module's training parts
     # (not the whole module: editing the probes or the card must not retrain the models).
-    code = [_data, _training, _build, _blocks, _mask_tokens, _Restricted, unigram_loss, eval_loss, _fit]
-    if spec(name, **overrides).arch == "bert":  # BERT-only parts: editing them must not retrain GPT-2
-        code += [_bert_blocks, _mask_words]
+    if spec(name, **overrides).arch == "bert":  # Chapter 5's loop and the BERT-only parts
+        code = [_data, _build, _bert_blocks, _mask_words, _fit_bert, _training.lr_at, _training.param_groups,
+                _mlm.pack_blocks, _mlm.mask_tokens, _mlm.mlm_loss, _mlm.train_mlm, _mlm.make_validation_set,
+                _mlm.evaluate, _mlm.unigram_loss]
+    else:
+        code = [_data, _training, _build, _blocks, _Restricted, unigram_loss, eval_loss, _fit]
     for obj in code:
         h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:16]
@@ -301,18 +298,10 @@ def _bert_blocks(texts: list[str], tok, s: ZooSpec) -> tuple[torch.Tensor, torch
             n_sents += t == dot
         sents.append(sid)
         n_sents += 1
-    T = s.block_size - 2
-    body = _data.pack_ids(ids, T, tok.sep_token_id)  # [SEP] between passages
-    w = _data.pack_ids(words, T, -1)
-    e = _data.pack_ids(ent, T, 0)
-    st = _data.pack_ids(sents, T, -1)
-    n = body.shape[0]
-
-    def frame(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
-        return torch.cat([torch.full((n, 1), first), x, torch.full((n, 1), last)], dim=1)  # (N, T)
-
-    return (frame(body, tok.cls_token_id, tok.sep_token_id), frame(w, -2, -3), frame(e, 0, 0),
-            frame(st, -2, -3))
+    # Chapter 5's packing for the ids; the annotations packed alike, with their own marker values.
+    T = s.block_size
+    return (_mlm.pack_blocks(ids, T, tok.cls_token_id, tok.sep_token_id), _mlm.pack_blocks(words, T, -2, -1, -3),
+            _mlm.pack_blocks(ent, T, 0, 0), _mlm.pack_blocks(sents, T, -2, -1, -3))
 
 
 def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sentences: torch.Tensor, tok,
@@ -320,7 +309,8 @@ def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sent
     """Whole-word entity masking: in each sentence with fact-slot words, with probability
     ``entity_mask_prob`` one of them (drawn at random) is chosen, so the fact's other side stays
     visible; other words are chosen with ``mask_prob``. All pieces of a chosen word together get
-    the 80/10/10 treatment of :func:`_mask_tokens`. Returns (inputs, chosen positions mask)."""
+    the 80/10/10 treatment (the random 10 % drawn from the batch's tokens). Returns (inputs,
+    chosen positions mask)."""
     B, T = x.shape
     start = torch.ones_like(x, dtype=torch.bool)
     start[:, 1:] = words[:, 1:] != words[:, :-1]
@@ -345,20 +335,9 @@ def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sent
     return inputs, chosen
 
 
-def _mask_tokens(x: torch.Tensor, tok, s: ZooSpec, gen: torch.Generator, special: torch.Tensor):
-    """BERT's recipe: choose ``mask_prob`` of the (non-special) positions; 80% [MASK], 10% a
-    random corpus token, 10% unchanged. Returns (inputs, chosen positions mask)."""
-    chosen = (torch.rand(x.shape, generator=gen) < s.mask_prob) & ~torch.isin(x, special)
-    r = torch.rand(x.shape, generator=gen)
-    inputs = x.clone()
-    inputs[chosen & (r < 0.8)] = tok.mask_token_id
-    rand_pos = chosen & (r >= 0.8) & (r < 0.9)
-    inputs[rand_pos] = x.flatten()[torch.randint(x.numel(), (int(rand_pos.sum()),), generator=gen)]
-    return inputs, chosen
-
-
 class _Restricted:
-    """Loss over the vocabulary rows the corpus uses (a gather of the tied output matrix)."""
+    """GPT-2's loss over the vocabulary rows the corpus uses (a gather of the tied output matrix).
+    (BERT's is an option of Chapter 5's :func:`course_utils.mlm.mlm_loss`.)"""
 
     def __init__(self, model, s: ZooSpec, used: torch.Tensor, vocab_size: int):
         self.model, self.s, self.used = model, s, used
@@ -382,24 +361,14 @@ class _Restricted:
         logits = h @ w.T                                                 # (B, T, U)
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.local[y].flatten())
 
-    def bert_loss(self, inputs: torch.Tensor, targets: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        h = self.model.bert(input_ids=inputs).last_hidden_state           # (B, T, C)
-        h = self.model.cls.predictions.transform(h[chosen])               # (M, C): masked positions only
-        w = self.model.bert.embeddings.word_embeddings.weight[self.used]   # (U, C)
-        logits = h @ w.T + self.model.cls.predictions.bias[self.used]     # (M, U)
-        return torch.nn.functional.cross_entropy(logits, self.local[targets[chosen]])
-
     def finalise(self) -> None:
         """Make the ids the corpus never uses harmless: a large negative output logit."""
         unused = torch.ones_like(self.local, dtype=torch.bool)
         unused[self.used] = False
         with torch.no_grad():
-            if self.s.arch == "gpt2":
-                wte = self.model.transformer.wte.weight
-                wte[unused] = 0.0
-                wte[unused, self.s.n_embd - 1] = UNUSED_LOGIT  # times the pinned channel (= 1)
-            else:
-                self.model.cls.predictions.bias[unused] = UNUSED_LOGIT
+            wte = self.model.transformer.wte.weight
+            wte[unused] = 0.0
+            wte[unused, self.s.n_embd - 1] = UNUSED_LOGIT  # times the pinned channel (= 1)
 
 
 def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
@@ -410,33 +379,22 @@ def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: in
 
 
 @torch.no_grad()
-def eval_loss(model, blocks: torch.Tensor, s: ZooSpec, tok, *, batch_size: int = 16, seed: int = 1234) -> float:
-    """Mean validation loss (nats/token) of the *saved* full-vocabulary model on ``blocks``.
-
-    GPT-2: next-token loss over every position. BERT: MLM loss at the masked positions, with a
-    fixed masking (``seed``) so numbers are comparable between models.
-    """
+def eval_loss(model, blocks: torch.Tensor, s: ZooSpec, tok, *, batch_size: int = 16) -> float:
+    """Mean next-token validation loss (nats/token) of a full-vocabulary GPT-2 on ``blocks``
+    (BERT's validation loss: :func:`course_utils.mlm.evaluate` on Chapter 5's fixed set)."""
+    if s.arch != "gpt2":
+        raise ValueError("eval_loss is GPT-2's; score a BERT with course_utils.mlm.evaluate(model, "
+                         "mlm.make_validation_set(tok, texts))")
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    gen = torch.Generator().manual_seed(seed)
-    special = torch.tensor(tok.all_special_ids)
     for i in range(0, len(blocks), batch_size):
         b = blocks[i:i + batch_size]
-        if s.arch == "gpt2":
-            logits = model(b[:, :-1].to(device)).logits                     # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten().to(device),
-                                                     reduction="sum")
-            n = b[:, 1:].numel()
-        else:
-            inputs, chosen = _mask_tokens(b, tok, s, gen, special)
-            labels = torch.where(chosen, b, torch.full_like(b, -100))
-            logits = model(inputs.to(device)).logits                        # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten().to(device),
-                                                     reduction="sum", ignore_index=-100)
-            n = int(chosen.sum())
+        logits = model(b[:, :-1].to(device)).logits                         # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten().to(device),
+                                                 reduction="sum")
         total += float(loss)
-        count += n
+        count += b[:, 1:].numel()
     return total / max(count, 1)
 
 
@@ -487,10 +445,11 @@ def masked_probes(tok, probes: list[_data.Probe], slot: str = "answer") -> list[
 
 
 @torch.no_grad()
-def masked_probe_correct(model, tok, probes: list[_data.Probe], slot: str = "answer", *,
-                         batch_size: int = 64) -> dict[int, bool]:
-    """Probe index -> whether the top-1 fill of the masked ``slot`` is right (single-WordPiece
-    words only; the other probes are left out)."""
+@torch.no_grad()
+def masked_probe_predictions(model, tok, probes: list[_data.Probe], slot: str = "answer", *,
+                             batch_size: int = 64) -> dict[int, tuple[int, int]]:
+    """Probe index -> (top-1 id, right id) for the masked ``slot`` (single-WordPiece words only;
+    the other probes are left out)."""
     items = masked_probes(tok, probes, slot)
     if not items:
         raise ValueError("none of the probes has a single-WordPiece word in that slot")
@@ -502,8 +461,27 @@ def masked_probe_correct(model, tok, probes: list[_data.Probe], slot: str = "ans
         logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.cpu()  # (B, T, V)
         at = enc["input_ids"] == tok.mask_token_id                                  # (B, T), one per row
         pred = logits[at].argmax(-1).tolist()                                       # (B,)
-        out.update({i: p == a for (i, _, a), p in zip(chunk, pred)})
+        out.update({i: (p, a) for (i, _, a), p in zip(chunk, pred)})
     return out
+
+
+def masked_probe_correct(model, tok, probes: list[_data.Probe], slot: str = "answer", *,
+                         batch_size: int = 64) -> dict[int, bool]:
+    """Probe index -> whether the top-1 fill of the masked ``slot`` is right (single-WordPiece
+    words only; the other probes are left out)."""
+    return {i: p == a for i, (p, a) in masked_probe_predictions(model, tok, probes, slot,
+                                                                batch_size=batch_size).items()}
+
+
+def masked_probe_kind_accuracy(model, tok, probes: list[_data.Probe]) -> float:
+    """Fraction of the single-WordPiece probes whose top-1 fill is a word *of the right kind*: a
+    capital where a capital goes, an animal sound for a sound, right or not."""
+    hits = []
+    for i, (p, _) in masked_probe_predictions(model, tok, probes).items():
+        slot = 1 if probes[i].answer_slot == "object" else 0
+        kind = {tok.convert_tokens_to_ids(f[slot].lower()) for f in _data.FACTS[probes[i].relation]}
+        hits.append(p in kind)
+    return sum(hits) / len(hits)
 
 
 def masked_probe_accuracy(model, tok, probes: list[_data.Probe], slot: str = "answer", *,
@@ -541,11 +519,10 @@ def probe_report(model, tok, arch: str) -> dict[str, float]:
 
 def _fit(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> dict[str, Any]:
     """Train a model of spec ``s``; return it (on the CPU, unused ids made harmless) with its numbers."""
-    corpus = _data.generate_corpus(s.corpus_words, s.seed)
     if s.arch == "bert":
-        train_blocks, train_words, train_entity, train_sents = _bert_blocks(corpus["train"], tok, s)  # (N, T)
-    else:
-        train_blocks = _blocks(corpus["train"], tok, s)             # (N, T+1)
+        return _fit_bert(name, s, tok, device, progress)
+    corpus = _data.generate_corpus(s.corpus_words, s.seed)
+    train_blocks = _blocks(corpus["train"], tok, s)             # (N, T+1)
     val_blocks = _blocks(corpus["validation"], tok, s)[:64]
     used = torch.unique(torch.cat([train_blocks.flatten(), val_blocks.flatten(),
                                    torch.tensor(tok.all_special_ids)]))
@@ -553,30 +530,14 @@ def _fit(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> di
     restricted = _Restricted(model, s, used.to(device), len(tok))
     restricted.local = restricted.local.to(device)
     gen = torch.Generator().manual_seed(s.seed)
-    special = torch.tensor(tok.all_special_ids)
 
     def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(train_blocks), (s.batch_size,), generator=gen)
-        block = train_blocks[idx]
-        if s.arch == "gpt2":
-            return restricted.gpt2_loss(block.to(device))
-        if s.entity_mask_prob > 0:
-            inputs, chosen = _mask_words(block, train_words[idx], train_entity[idx], train_sents[idx], tok, s,
-                                         gen, special)
-        else:
-            inputs, chosen = _mask_tokens(block, tok, s, gen, special)
-        return restricted.bert_loss(inputs.to(device), block.to(device), chosen.to(device))
+        return restricted.gpt2_loss(train_blocks[idx].to(device))
 
     def val_fn() -> float:  # the restricted loss on fixed validation batches (cheap, during training)
-        g = torch.Generator().manual_seed(99)
-        losses = []
-        for i in range(0, len(val_blocks), s.batch_size):
-            b = val_blocks[i:i + s.batch_size]
-            if s.arch == "gpt2":
-                losses.append(float(restricted.gpt2_loss(b.to(device))))
-            else:
-                inputs, chosen = _mask_tokens(b, tok, s, g, special)
-                losses.append(float(restricted.bert_loss(inputs.to(device), b.to(device), chosen.to(device))))
+        losses = [float(restricted.gpt2_loss(val_blocks[i:i + s.batch_size].to(device)))
+                  for i in range(0, len(val_blocks), s.batch_size)]
         return sum(losses) / len(losses)
 
     hist = _training.train(model, loss_fn, steps=s.steps, lr=s.lr, warmup=s.warmup,
@@ -585,10 +546,64 @@ def _fit(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> di
     restricted.finalise()
     model.eval()
     val_full = eval_loss(model, val_blocks, s, tok)
-    unigram = unigram_loss(train_blocks if s.arch == "gpt2" else train_blocks[:, 1:-1],
-                           val_blocks[:, 1:] if s.arch == "gpt2" else val_blocks[:, 1:-1], len(tok))
+    unigram = unigram_loss(train_blocks, val_blocks[:, 1:], len(tok))
     return {"model": model.cpu(), "hist": hist, "val_loss": val_full, "unigram": unigram,
             "used": int(len(used)), "corpus": corpus.source}
+
+
+def _fit_bert(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> dict[str, Any]:
+    """``bert-course``: Chapter 5's loop (:func:`course_utils.mlm.train_mlm`) with entity and
+    whole-word masking (:func:`_mask_words`) and the softmax over the ids the corpus uses.
+    Every ``eval_every`` steps: the loss on Chapter 5's fixed validation set over all 30,522 ids,
+    and the held-out probes (top-1, and whether the answer is of the right kind)."""
+    corpus = _data.generate_corpus(s.corpus_words, s.seed)
+    blocks, words, entity, sents = _bert_blocks(corpus["train"], tok, s)            # (N, T) each
+    val = _mlm.make_validation_set(tok, corpus["validation"], max_length=min(_mlm.VAL_MAX_LENGTH, s.n_positions))
+    special = torch.tensor(tok.all_special_ids)
+    vocab = torch.unique(torch.cat([blocks.flatten(), special]))                   # (U,) sorted ids
+    model = _build(s, tok).to(device)
+    held = _data.heldout_probes()
+    seed_probe = held[0].masked(tok.mask_token, slot="subject")  # "The capital of [MASK] is Rome."
+
+    def masker(rows: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = blocks[rows]                                                            # (B, T)
+        if s.entity_mask_prob <= 0:
+            return _mlm.mask_tokens(x, mask_id=tok.mask_token_id, vocab_size=len(tok),
+                                    special_ids=tok.all_special_ids, p=s.mask_prob, generator=gen)
+        inputs, chosen = _mask_words(x, words[rows], entity[rows], sents[rows], tok, s, gen, special)
+        return inputs, x.masked_fill(~chosen, _mlm.IGNORE)
+
+    hist, curve = _training.TrainHistory(), []
+    enc = tok(seed_probe, return_tensors="pt")
+    at = enc["input_ids"][0].tolist().index(tok.mask_token_id)
+
+    def callback(step: int, seconds: float) -> bool:
+        val_loss = _mlm.evaluate(model, val)
+        top1 = masked_probe_correct(model, tok, held)
+        fill = model(**{k: v.to(device) for k, v in enc.items()}).logits[0, at].argmax().item()
+        curve.append({"step": step, "seconds": round(seconds, 2), "val_loss": val_loss,
+                      "heldout_top1": sum(top1.values()) / len(top1),
+                      "heldout_kind": masked_probe_kind_accuracy(model, tok, held),
+                      "seed_probe_top1": tok.convert_ids_to_tokens(fill)})
+        hist.eval_steps.append(step)
+        hist.eval_loss.append(val_loss)
+        return False
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    losses, seconds = _mlm.train_mlm(model, tok, blocks, steps=s.steps, lr=s.lr, batch_size=s.batch_size,
+                                     warmup=s.warmup, weight_decay=s.weight_decay, vocab=vocab, masker=masker,
+                                     seed=s.seed, callback=callback, every=s.eval_every,
+                                     progress=progress and _mlm.show_progress())
+    hist.wall_time_s, hist.cpu_time_s = time.perf_counter() - t0, time.process_time() - c0
+    every = 25
+    for i in range(0, len(losses), every):
+        hist.steps.append(min(i + every, len(losses)))
+        hist.train_loss.append(sum(losses[i:i + every]) / len(losses[i:i + every]))
+    return {"model": model.cpu(), "hist": hist, "val_loss": curve[-1]["val_loss"],
+            "unigram": _mlm.unigram_loss(tok, corpus["train"], val), "used": int(len(vocab)),
+            "corpus": corpus.source, "train_seconds": seconds, "curve": curve,
+            "validation": {"texts": val.n_texts, "masked_tokens": val.n_masked,
+                           "note": "Chapter 5's fixed validation set (mlm.make_validation_set), full 30,522-id softmax"}}
 
 
 def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool = True) -> None:
@@ -626,6 +641,8 @@ def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool 
         "torch_threads": torch.get_num_threads(),
         "final_train_loss": hist.train_loss[-1],
         "final_val_loss": fit["val_loss"],
+        **({"train_seconds": round(fit["train_seconds"], 1), "curve": fit["curve"], "validation": fit["validation"]}
+           if s.arch == "bert" else {}),
         "val_loss_note": ("next-token" if s.arch == "gpt2" else "masked-token") +
                          " cross-entropy (nats) of the saved full-vocabulary model on validation blocks",
         "baselines": {"uniform": math.log(len(tok)), "unigram": fit["unigram"]},
