@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-ablation", action="store_true", help="only the seed and the efficient recipe")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 0.3-minute cap, 8-s rows, 1 repeat, small corpus; writes to a temporary file")
+                   help="smoke test: 0.3-minute cap, 30-s rows, 1 repeat, small corpus; writes to a temporary file")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     n_words = zoo.spec("bert-course").corpus_words
     if args.quick:
         args.cap_minutes = args.cap_minutes or 0.3
-        args.row_cap_seconds = args.row_cap_seconds or 8.0
+        args.row_cap_seconds = args.row_cap_seconds or 30.0
         args.repeats, n_words = 1, 100_000
         if args.json == DEFAULT_JSON:  # a smoke test must not overwrite the real measurement
             args.json = Path(tempfile.gettempdir()) / "mlm_recipe_quick.json"

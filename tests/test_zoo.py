@@ -186,6 +186,41 @@ def test_bert_course_fills_heldout_masks(bert, bert_tok):
 
 
 @pytest.mark.slow
+def test_bert_course_card_has_chapter_5s_curve(bert, bert_tok):
+    """bert-course is scored during training on Chapter 5's fixed validation set, full softmax."""
+    from course_utils import mlm
+
+    c, s = zoo.card("bert-course"), zoo.spec("bert-course")
+    curve = c["curve"]
+    assert [p["step"] for p in curve] == list(range(s.eval_every, s.steps + 1, s.eval_every))
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(curve, curve[1:]))
+    assert curve[-1]["val_loss"] == c["final_val_loss"] <= c["baselines"]["unigram"] - 1.0
+    assert curve[0]["val_loss"] > curve[-1]["val_loss"] + 1.0
+    assert curve[-1]["heldout_top1"] == pytest.approx(c["probes"]["heldout_top1"])
+    corpus = data.generate_corpus(s.corpus_words, s.seed)
+    val = mlm.make_validation_set(bert_tok, corpus["validation"])
+    assert val.n_masked == c["validation"]["masked_tokens"]
+    assert mlm.evaluate(bert, val) == pytest.approx(c["final_val_loss"], rel=1e-4)  # the saved model, 30,522 ids
+
+
+def test_bert_course_is_trained_by_chapter_5s_loop(tmp_cache, monkeypatch):
+    from course_utils import mlm
+
+    calls = []
+    real = mlm.train_mlm
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mlm, "train_mlm", spy)
+    zoo.path("bert-course", progress=False, **TINY)
+    assert len(calls) == 1 and calls[0]["vocab"] is not None and calls[0]["masker"] is not None
+    c = zoo.card("bert-course", **TINY)
+    assert c["curve"][-1]["step"] == TINY["steps"] and c["final_val_loss"] == c["curve"][-1]["val_loss"]
+
+
+@pytest.mark.slow
 def test_bert_course_fill_mask_pipeline(bert):
     from transformers import pipeline
 

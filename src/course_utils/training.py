@@ -1,9 +1,13 @@
-"""A small, reusable training loop (used by the zoo; chapter 5 trains with it too).
+"""The learning-rate schedule and AdamW groups every training loop of the course uses, and the
+zoo's GPT-2 loop.
 
-The loop knows nothing about the model: the caller passes ``loss_fn(step) -> loss`` (which
-draws its own batch) and the loop does the rest: AdamW with weight decay only on matrices,
-linear warm-up then cosine decay, gradient clipping, a ``tqdm`` bar with the running loss, and
-a periodic evaluation. It returns the loss curve and timings.
+* :func:`lr_at` (linear warm-up, then cosine decay) and :func:`param_groups` (weight decay on
+  matrices only) are shared by :func:`train` and by Chapter 5's MLM loop,
+  :func:`course_utils.mlm.train_mlm` (which trains the zoo's ``bert-course``).
+* :func:`train` knows nothing about the model: the caller passes ``loss_fn(step) -> loss`` (which
+  draws its own batch) and the loop does the rest: AdamW, the schedule, gradient clipping, a
+  ``tqdm`` bar with the running loss, and a periodic evaluation. It returns the loss curve and
+  timings. The zoo trains ``gpt2-course`` with it.
 """
 from __future__ import annotations
 
