@@ -153,3 +153,23 @@ def test_figures_have_alt_text_and_captions(site_reports: dict[str, sitecheck.Pa
             if (img["in_output"] or img["figure"]) and not img["caption"]:
                 missing.append(f"{chapter}: figure {img['src']}{where} has no caption")
     assert missing == [], "\n".join(missing)
+
+
+def test_inline_math_stays_inline(page: str, site_reports: dict[str, sitecheck.PageReport]) -> None:
+    """No formula of a paragraph or list item renders on a line of its own (desktop and 390 px)."""
+    report = site_reports[page]
+    assert report.inline_math, f"{page}: the inline-math check did not run"
+    problems = report.inline_math_problems()
+    assert problems == [], f"{page}: {len(problems)} inline formulas render as blocks:\n  " + "\n  ".join(problems[:10])
+
+
+def test_the_inline_math_check_had_formulas_to_check(site_reports: dict[str, sitecheck.PageReport]) -> None:
+    counts = {p: r.inline_math.get("inline", 0) for p, r in site_reports.items()}
+    assert sum(counts.values()) > 0, f"no inline formula in any paragraph: the check would test nothing ({counts})"
+
+
+def test_no_serious_accessibility_violations(page: str, site_reports: dict[str, sitecheck.PageReport]) -> None:
+    """axe-core (pinned, injected from site/test-vendor) finds no serious or critical violation,
+    colour contrast included, in the light mode the site is configured to show."""
+    problems = site_reports[page].accessibility_problems()
+    assert problems == [], f"{page}:\n  " + "\n  ".join(problems)
