@@ -173,3 +173,27 @@ def test_no_serious_accessibility_violations(page: str, site_reports: dict[str, 
     colour contrast included, in the light mode the site is configured to show."""
     problems = site_reports[page].accessibility_problems()
     assert problems == [], f"{page}:\n  " + "\n  ".join(problems)
+
+
+_COLOUR_GLYPHS_JS = """(chars) => chars.map(ch => {
+  const c = document.createElement('canvas'); c.width = 64; c.height = 64;
+  const g = c.getContext('2d'); g.fillStyle = '#000'; g.font = '40px sans-serif'; g.textBaseline = 'top';
+  g.fillText(ch, 4, 4);
+  const d = g.getImageData(0, 0, 64, 64).data;
+  let coloured = 0;  // pixels that are neither grey nor blank: a colour emoji, not a black box
+  for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (Math.abs(d[i] - d[i + 1]) > 40 || Math.abs(d[i + 1] - d[i + 2]) > 40)) coloured++;
+  return coloured;
+})"""
+
+
+def test_the_test_browser_renders_emoji_as_readers_see_them(chromium_browser) -> None:
+    """✅/❌ (the checkers' marks) and 🤗 draw in colour, not as empty boxes: the browser has an
+    emoji font (fonts-noto-color-emoji, scripts/install_browser.sh), as readers' browsers do."""
+    page = chromium_browser.new_page()
+    try:
+        page.set_content("<html><body></body></html>")
+        coloured = page.evaluate(_COLOUR_GLYPHS_JS, ["✅", "❌", "🤗", "A"])
+    finally:
+        page.close()
+    assert all(n > 20 for n in coloured[:3]), f"emoji drawn without colour (no emoji font?): {coloured[:3]}"
+    assert coloured[3] == 0  # the test can tell: black text has no colour
