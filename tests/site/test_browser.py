@@ -3,8 +3,10 @@
 Each page of the built site is opened once (served from 127.0.0.1; any other request is
 blocked, DNS resolves nothing else) and must show no console error, no failed request, no
 request to the network, every image loaded, every formula typeset by the local MathJax, and
-every bertviz view drawn with the tokens/heads its data declares and reacting to hover/click.
-Screenshots of each page (desktop, and 390 px wide) are saved to artifacts/screenshots/.
+every bertviz view drawn with the tokens/heads its data declares and reacting to hover/click,
+every inline formula of a paragraph or list item inline (desktop and 390 px), and no serious or
+critical axe-core violation (output hygiene: test_output_hygiene.py). Screenshots of each page
+(desktop, and 390 px wide) are saved to artifacts/screenshots/.
 """
 from __future__ import annotations
 
