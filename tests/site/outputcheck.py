@@ -12,7 +12,9 @@ this reports:
 * ``trainer-log``: the ``Trainer``'s metrics dicts (``{'loss': ..., 'grad_norm': ...}``);
 * ``traceback``: a traceback in a cell not tagged ``raises-exception`` (the one tag that says
   the cell is meant to show an error);
-* ``banner``: the banner shown twice on one page (``banner()`` as a cell's last expression).
+* ``banner``: the banner shown twice on one page (``banner()`` as a cell's last expression);
+* ``large-output``: one output over :data:`MAX_OUTPUT_BYTES` of HTML (a bertviz view of a long
+  text or of every layer: show fewer tokens, layers or views).
 
 The allow-list (:data:`ALLOW`) is short and explicit: each entry names the page, the rule and a
 piece of the output's text, and says why it is allowed.
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 
 #: A final "100%|##########| 10/10" line is fine; a stream of updates is not.
 MAX_PROGRESS_LINES = 1
+#: The largest HTML one output may add to a page (bertviz views of a short sentence: 0.2-0.8 MB).
+MAX_OUTPUT_BYTES = 1_000_000
 #: The tag that marks a cell meant to show an error (myst-nb renders it as the class tag_...).
 ERROR_TAG = "raises-exception"
 
@@ -108,6 +112,9 @@ def check_outputs(html: str) -> list[Finding]:
             if "stderr" in classes and not (progress or bars or warn or traceback):
                 findings.append(Finding("stderr", label, _short(text)))
             banners += len(_BANNER.findall(text))
+            size = len(str(out).encode("utf-8"))
+            if size > MAX_OUTPUT_BYTES:
+                findings.append(Finding("large-output", label, f"{size / 1e6:.1f} MB of HTML in one output"))
     if banners > 1:
         findings.append(Finding("banner", "(page)", f"the banner is shown {banners} times"))
     return findings

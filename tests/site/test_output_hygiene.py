@@ -55,6 +55,8 @@ def _noisy_notebook() -> nbformat.NotebookNode:
         ("trainer.train()", [_stream("{'loss': 2.5, 'grad_norm': 1.0, 'learning_rate': 0.001, 'epoch': 0.1}\n")], []),
         ("attention(q, k)", [traceback], []),
         ("attention(q, k_wrong)  # shows the error", [traceback], ["raises-exception"]),
+        ("show(huge_view)", [nbformat.v4.new_output("display_data", data={
+            "text/html": "<div>" + "<span>0.123</span>" * 80_000 + "</div>", "text/plain": "<view>"})], []),
         ("print('a clean output')", [_stream("0.5 ± 0.1 (3 seeds), 100%|##########| done\n")], []),
     ]
     nb = nbformat.v4.new_notebook()
@@ -92,6 +94,7 @@ def test_a_noisy_page_fails_for_each_fault(noisy_page: str) -> None:
     assert ("warning", "model = load()") in by_cell
     assert ("trainer-log", "trainer.train()") in by_cell
     assert ("traceback", "attention(q, k)") in by_cell
+    assert ("large-output", "show(huge_view)") in by_cell
     # the cell tagged raises-exception may show its error; a clean line with one final bar passes
     assert not any(f.cell.startswith(("attention(q, k_wrong)", "print(")) for f in findings), findings
     progress = next(f for f in findings if f.rule == "progress")
