@@ -2,6 +2,8 @@
 # Put the browser libraries the built site serves itself into site/static/vendor, so that no
 # page loads anything from a CDN (the site must work with no network at all):
 #   MathJax 3 (math), require.js + d3 5.7.0 + jQuery 2.1.0 (bertviz's head/model views).
+# And, for the browser tests only (not published with the site), axe-core into site/test-vendor:
+# tests/site injects it into each page to check accessibility, with no network either.
 # They come from the npm registry, pinned by site/package.json + site/package-lock.json
 # (integrity hashes), installed with `npm ci`; course_utils.sphinx_offline adds site/static to
 # the book's static files and points the pages at these copies.
@@ -10,9 +12,11 @@ set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$SELF")/../site"
 OUT=static/vendor
+TEST_OUT=test-vendor
 STAMP="$OUT/.lock.sha256"
 want=$( (cat package-lock.json; cat "$SELF") | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -f "$OUT/mathjax/tex-mml-chtml.js" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -f "$OUT/mathjax/tex-mml-chtml.js" ] \
+   && [ -f "$TEST_OUT/axe-core/axe.min.js" ]; then
   exit 0
 fi
 if ! command -v npm >/dev/null; then  # a bare Debian machine: npm from the distribution
@@ -37,10 +41,14 @@ cp node_modules/requirejs/require.js "$OUT/requirejs/require.js"
 cp node_modules/d3/dist/d3.min.js node_modules/d3/LICENSE "$OUT/d3/"
 cp node_modules/jquery/dist/jquery.min.js "$OUT/jquery/"
 cp node_modules/jquery/MIT-LICENSE.txt "$OUT/jquery/LICENSE" 2>/dev/null || cp node_modules/jquery/LICENSE.txt "$OUT/jquery/LICENSE" 2>/dev/null || true
+# axe-core: the accessibility engine the browser tests run in each page (tests/site/sitecheck.py).
+rm -rf "$TEST_OUT"
+mkdir -p "$TEST_OUT/axe-core"
+cp node_modules/axe-core/axe.min.js node_modules/axe-core/LICENSE "$TEST_OUT/axe-core/"
 node -e '
 const fs = require("fs");
 const v = {};
-for (const p of ["mathjax", "requirejs", "d3", "jquery"]) v[p] = require("./node_modules/" + p + "/package.json").version;
+for (const p of ["mathjax", "requirejs", "d3", "jquery", "axe-core"]) v[p] = require("./node_modules/" + p + "/package.json").version;
 fs.writeFileSync(process.argv[1], JSON.stringify(v, null, 2) + "\n");
 ' "$OUT/versions.json"
 echo "$want" > "$STAMP"

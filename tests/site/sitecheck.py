@@ -88,6 +88,11 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+#: axe-core (pinned npm package, copied by scripts/prepare_static.sh; not part of the site).
+AXE = REPO / "site" / "test-vendor" / "axe-core" / "axe.min.js"
+SERIOUS_IMPACTS = ("serious", "critical")
+
+
 @dataclass
 class PageReport:
     """What one page did in the browser."""
@@ -102,6 +107,12 @@ class PageReport:
     copy_buttons: dict = field(default_factory=dict)
     overflow_px: int = 0
     title: str = ""
+    #: inline formulas (in a paragraph or list item) and those of them rendered as a block,
+    #: on the desktop page and at 390 px: {"inline": n, "blocks": [...], "phone_blocks": [...]}
+    inline_math: dict = field(default_factory=dict)
+    #: axe-core's violations (every impact): [{"id", "impact", "help", "nodes": [selector, ...]}];
+    #: None when axe did not run on the page
+    axe: list[dict] | None = None
 
     def problems(self) -> list[str]:
         """Human-readable failures (empty when the page is fine)."""
@@ -116,6 +127,21 @@ class PageReport:
         for view in self.bertviz:
             out += [f"bertviz {view['kind']} view {view['id']}: {p}" for p in view["problems"]]
         return out
+
+    def inline_math_problems(self) -> list[str]:
+        """Inline formulas of a paragraph or list item that render as a block (a line of their own)."""
+        out = [f"inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
+               for b in self.inline_math.get("blocks", [])]
+        out += [f"at 390 px, inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
+                for b in self.inline_math.get("phone_blocks", [])]
+        return out
+
+    def accessibility_problems(self, impacts: tuple[str, ...] = SERIOUS_IMPACTS) -> list[str]:
+        """axe-core violations of the given impacts (by default serious and critical)."""
+        if self.axe is None:
+            return ["axe-core did not run on this page"]
+        return [f"axe {v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])} elements, e.g. "
+                f"{'; '.join(v['nodes'][:3])})" for v in self.axe if v["impact"] in impacts]
 
 
 def _install_listeners(page: Any, report: PageReport) -> None:
@@ -170,6 +196,47 @@ _MATH_JS = """async () => {
           typeset: els.filter(e => e.querySelector('mjx-container')).length,
           errors: Array.from(document.querySelectorAll('mjx-merror'))
                       .map(e => e.getAttribute('data-mjx-error') || e.textContent)};
+}"""
+
+
+# An inline formula is MyST's span.math (display math is a div.math); inside a paragraph or a
+# list item, it and every element between it and that p/li must be laid out inline: an outer
+# display that is not inline-level (block, flex, grid, table, list-item, flow-root) puts the
+# formula on a line of its own -- what `.bd-article .math { display: block }` did to all of them.
+_INLINE_MATH_JS = """async () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) { try { await mj.startup.promise; } catch (e) {} }
+  const inlineLevel = d => d.startsWith('inline') || d === 'contents' || d === 'none';
+  const text = n => (n ? n.textContent : '').replace(/\\s+/g, ' ');
+  const els = Array.from(document.querySelectorAll('article span.math, article mjx-container:not([display="true"])'))
+      .filter(e => !e.parentElement.closest('span.math, div.math, mjx-container'))
+      .filter(e => e.closest('p, li'));
+  const blocks = [];
+  for (const e of els) {
+    const host = e.closest('p, li');
+    let why = '';
+    for (let n = e; n && n !== host; n = n.parentElement) {
+      const d = getComputedStyle(n).display;
+      if (!inlineLevel(d)) { why = `${n.tagName.toLowerCase()}${n.className && typeof n.className === 'string' ? '.' + n.className.trim().split(/\\s+/).join('.') : ''} has display: ${d}`; break; }
+    }
+    if (!why) continue;
+    const prev = e.previousSibling, next = e.nextSibling;
+    blocks.push({why, tex: (e.dataset.tex || text(e.querySelector('mjx-assistive-mml')) || text(e)).slice(0, 60),
+                 before: text(prev).slice(-40), after: text(next).slice(0, 40)});
+  }
+  // Display formulas: how many, and how many scroll sideways inside their own box.
+  const shown = Array.from(document.querySelectorAll('article mjx-container[display="true"]'));
+  return {inline: els.length, blocks, display: shown.length,
+          display_scrolling: shown.filter(c => c.scrollWidth > c.clientWidth + 1).length};
+}"""
+
+# axe-core in the page (injected from the local copy: no network), light mode as configured.
+_AXE_JS = """async () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) { try { await mj.startup.promise; } catch (e) {} }
+  const r = await axe.run(document, {resultTypes: ['violations']});
+  return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                 nodes: v.nodes.map(n => n.target.join(' '))}));
 }"""
 
 
@@ -327,7 +394,7 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
 
 
 def check_page(page: Any, url: str, html: str | None = None, *, screenshot: Path | None = None,
-               phone_screenshot: Path | None = None, interact: bool = True) -> PageReport:
+               phone_screenshot: Path | None = None, interact: bool = True, axe: bool = True) -> PageReport:
     """Open ``url`` in ``page`` (a fresh Playwright page) and check everything the site promises.
 
     ``html`` is the page's source (for the bertviz views' expected tokens and heads).
@@ -341,6 +408,12 @@ def check_page(page: Any, url: str, html: str | None = None, *, screenshot: Path
     report.title = page.title()
     report.images = page.evaluate(_IMAGES_JS)
     report.math = page.evaluate(_MATH_JS)
+    report.inline_math = page.evaluate(_INLINE_MATH_JS)
+    if axe:
+        if not AXE.is_file():
+            subprocess.run(["bash", str(REPO / "scripts" / "prepare_static.sh")], check=True)
+        page.add_script_tag(path=str(AXE))
+        report.axe = page.evaluate(_AXE_JS)
     views = bertviz_params(html or "")
     roots = set(re.findall(r"""<div id=["'](bertviz-[0-9a-f]+)["']""", html or ""))
     for vid in sorted(roots - set(views)):
@@ -362,6 +435,8 @@ def check_page(page: Any, url: str, html: str | None = None, *, screenshot: Path
         page.screenshot(path=str(screenshot), full_page=True)
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
+    phone = page.evaluate(_INLINE_MATH_JS)
+    report.inline_math.update(phone_blocks=phone["blocks"], phone_display_scrolling=phone["display_scrolling"])
     report.overflow_px = page.evaluate(
         "() => Math.max(0, document.documentElement.scrollWidth - document.documentElement.clientWidth)")
     if phone_screenshot is not None:

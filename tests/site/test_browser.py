@@ -3,8 +3,10 @@
 Each page of the built site is opened once (served from 127.0.0.1; any other request is
 blocked, DNS resolves nothing else) and must show no console error, no failed request, no
 request to the network, every image loaded, every formula typeset by the local MathJax, and
-every bertviz view drawn with the tokens/heads its data declares and reacting to hover/click.
-Screenshots of each page (desktop, and 390 px wide) are saved to artifacts/screenshots/.
+every bertviz view drawn with the tokens/heads its data declares and reacting to hover/click,
+every inline formula of a paragraph or list item inline (desktop and 390 px), and no serious or
+critical axe-core violation (output hygiene: test_output_hygiene.py). Screenshots of each page
+(desktop, and 390 px wide) are saved to artifacts/screenshots/.
 """
 from __future__ import annotations
 
@@ -153,3 +155,47 @@ def test_figures_have_alt_text_and_captions(site_reports: dict[str, sitecheck.Pa
             if (img["in_output"] or img["figure"]) and not img["caption"]:
                 missing.append(f"{chapter}: figure {img['src']}{where} has no caption")
     assert missing == [], "\n".join(missing)
+
+
+def test_inline_math_stays_inline(page: str, site_reports: dict[str, sitecheck.PageReport]) -> None:
+    """No formula of a paragraph or list item renders on a line of its own (desktop and 390 px)."""
+    report = site_reports[page]
+    assert report.inline_math, f"{page}: the inline-math check did not run"
+    problems = report.inline_math_problems()
+    assert problems == [], f"{page}: {len(problems)} inline formulas render as blocks:\n  " + "\n  ".join(problems[:10])
+
+
+def test_the_inline_math_check_had_formulas_to_check(site_reports: dict[str, sitecheck.PageReport]) -> None:
+    counts = {p: r.inline_math.get("inline", 0) for p, r in site_reports.items()}
+    assert sum(counts.values()) > 0, f"no inline formula in any paragraph: the check would test nothing ({counts})"
+
+
+def test_no_serious_accessibility_violations(page: str, site_reports: dict[str, sitecheck.PageReport]) -> None:
+    """axe-core (pinned, injected from site/test-vendor) finds no serious or critical violation,
+    colour contrast included, in the light mode the site is configured to show."""
+    problems = site_reports[page].accessibility_problems()
+    assert problems == [], f"{page}:\n  " + "\n  ".join(problems)
+
+
+_COLOUR_GLYPHS_JS = """(chars) => chars.map(ch => {
+  const c = document.createElement('canvas'); c.width = 64; c.height = 64;
+  const g = c.getContext('2d'); g.fillStyle = '#000'; g.font = '40px sans-serif'; g.textBaseline = 'top';
+  g.fillText(ch, 4, 4);
+  const d = g.getImageData(0, 0, 64, 64).data;
+  let coloured = 0;  // pixels that are neither grey nor blank: a colour emoji, not a black box
+  for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (Math.abs(d[i] - d[i + 1]) > 40 || Math.abs(d[i + 1] - d[i + 2]) > 40)) coloured++;
+  return coloured;
+})"""
+
+
+def test_the_test_browser_renders_emoji_as_readers_see_them(chromium_browser) -> None:
+    """✅/❌ (the checkers' marks) and 🤗 draw in colour, not as empty boxes: the browser has an
+    emoji font (fonts-noto-color-emoji, scripts/install_browser.sh), as readers' browsers do."""
+    page = chromium_browser.new_page()
+    try:
+        page.set_content("<html><body></body></html>")
+        coloured = page.evaluate(_COLOUR_GLYPHS_JS, ["✅", "❌", "🤗", "A"])
+    finally:
+        page.close()
+    assert all(n > 20 for n in coloured[:3]), f"emoji drawn without colour (no emoji font?): {coloured[:3]}"
+    assert coloured[3] == 0  # the test can tell: black text has no colour

@@ -51,9 +51,31 @@ def _bertviz_html() -> str:
             + model_view(attn, TOKENS, html_action="return").data)
 
 
-def _page(body: str, head: str = "") -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>t</title>{head}</head>"
-            f"<body><article>{body}</article></body></html>")
+def _page(body: str, head: str = "", *, lang: str = "", article_class: str = "") -> str:
+    lang_attr = f" lang='{lang}'" if lang else ""
+    cls = f" class='{article_class}'" if article_class else ""
+    return (f"<!DOCTYPE html><html{lang_attr}><head><meta charset='utf-8'><title>t</title>{head}</head>"
+            f"<body><main><article{cls}>{body}</article></main></body></html>")
+
+
+# Prose with inline formulas (as MyST writes them: span.math) in a paragraph and a list item, and
+# a display formula (div.math) far wider than a 390 px phone.
+MATH_PROSE = (
+    '<h1>Math</h1>'
+    '<p>The rescaling is exact, because <span class="math notranslate nohighlight">\\(e^{x - m} / '
+    '\\sum_j e^{x_j - m} = \\mathrm{softmax}(x)\\)</span>. The rest follows.</p>'
+    '<ul><li>A head has size <span class="math notranslate nohighlight">\\(h_s = C / n_h\\)</span> here.</li></ul>'
+    '<div class="math notranslate nohighlight">\\[' + " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(40)) + '\\]</div>')
+OLD_MATH_RULE = ('<style>.bd-article mjx-container[display="true"], .bd-article .math '
+                 '{ display: block; max-width: 100%; overflow-x: auto; overflow-y: hidden; }</style>')
+MATHJAX = '<script defer src="_static/vendor/mathjax/tex-mml-chtml.js"></script>'
+VIEWPORT = '<meta name="viewport" content="width=device-width, initial-scale=1">'
+# What axe must catch: an image without alt text, light grey text on white (contrast 1.9:1),
+# a button with no name, a page with no language.
+INACCESSIBLE = (
+    '<h1>Inaccessible</h1><img src="_images/dot.png">'
+    '<p style="color:#c0c0c0;background:#ffffff">Grey on white, hard to read.</p>'
+    '<button></button>')
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +101,13 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '<script src="https://cdn.jsdelivr.net/npm/d3@5.7.0/dist/d3.min.js"></script>' + view,
         head='<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>'))
     (site / "index.html").write_text(_page('<a href="good.html">good</a> <a href="broken.html">broken</a>'))
+    # The site's own stylesheet, then the same page with the old rule that made every formula a block.
+    shutil.copy(sitecheck.REPO / "_static" / "custom.css", site / "_static" / "custom.css")
+    css = '<link rel="stylesheet" href="_static/custom.css">'
+    (site / "math_good.html").write_text(_page(MATH_PROSE, head=VIEWPORT + css + MATHJAX, lang="en", article_class="bd-article"))
+    (site / "math_old_rule.html").write_text(_page(MATH_PROSE, head=VIEWPORT + css + OLD_MATH_RULE + MATHJAX, lang="en",
+                                                   article_class="bd-article"))
+    (site / "inaccessible.html").write_text(_page(INACCESSIBLE))
     return site
 
 
@@ -123,3 +152,40 @@ def test_the_link_checker_reports_the_missing_image(tiny_site: Path) -> None:
     report = linkcheck.check_links(tiny_site)
     assert [(p, u) for p, u, _ in report.broken] == [("broken.html", "_images/missing.png")]
     assert ("broken.html", "https://cdn.jsdelivr.net/npm/d3@5.7.0/dist/d3.min.js") in report.external
+
+
+@pytest.fixture(scope="module")
+def readable_reports(tiny_site: Path, chromium_browser) -> dict[str, sitecheck.PageReport]:
+    pages = [tiny_site / f for f in ("math_good.html", "math_old_rule.html", "inaccessible.html")]
+    return sitecheck.check_site(tiny_site, pages, chromium=chromium_browser)
+
+
+def test_inline_math_in_the_sites_css_passes(readable_reports: dict[str, sitecheck.PageReport]) -> None:
+    good = readable_reports["math_good.html"]
+    assert good.problems() == []
+    assert good.inline_math["inline"] == 2
+    assert good.inline_math_problems() == []
+    # the wide display formula scrolls inside its own box; the phone page itself does not
+    assert good.inline_math["display"] == 1 and good.inline_math["phone_display_scrolling"] == 1
+    assert good.overflow_px == 0
+    assert good.accessibility_problems() == []
+
+
+def test_the_old_math_rule_fails_the_inline_math_check(readable_reports: dict[str, sitecheck.PageReport]) -> None:
+    old = readable_reports["math_old_rule.html"]
+    problems = old.inline_math_problems()
+    # both inline formulas, on the desktop page and at 390 px
+    assert len(problems) == 4, problems
+    assert all("span.math.notranslate.nohighlight has display: block" in p for p in problems), problems
+    assert any("The rescaling is exact, because" in p for p in problems), problems
+
+
+def test_axe_reports_serious_violations(readable_reports: dict[str, sitecheck.PageReport]) -> None:
+    bad = readable_reports["inaccessible.html"]
+    found = {v["id"]: v["impact"] for v in bad.axe}
+    assert found.get("image-alt") == "critical", found
+    assert found.get("color-contrast") == "serious", found
+    assert found.get("button-name") == "critical", found
+    assert found.get("html-has-lang") == "serious", found
+    problems = "\n".join(bad.accessibility_problems())
+    assert "axe serious color-contrast" in problems and "axe critical image-alt" in problems

@@ -44,7 +44,11 @@ def test_every_rewrite_target_is_shipped() -> None:
     assert (static / LOCAL_MATHJAX).is_file()
     # The pinned versions, as installed from the lock file.
     versions = json.loads((static / "vendor" / "versions.json").read_text())
-    assert versions == {"mathjax": "3.2.2", "requirejs": "2.3.6", "d3": "5.7.0", "jquery": "2.1.0"}
+    assert versions == {"mathjax": "3.2.2", "requirejs": "2.3.6", "d3": "5.7.0", "jquery": "2.1.0",
+                        "axe-core": "4.14.1"}
+    # axe-core is for the browser tests only: beside the site's static files, not among them
+    assert (REPO / "site" / "test-vendor" / "axe-core" / "axe.min.js").is_file()
+    assert not (static / "vendor" / "axe-core").exists()
     lock = json.loads((REPO / "site" / "package-lock.json").read_text())
     for name, version in versions.items():
         entry = lock["packages"][f"node_modules/{name}"]

@@ -1,0 +1,36 @@
+"""course_utils.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
+from __future__ import annotations
+
+from course_utils.sphinx_a11y import fix_theme_markup
+from course_utils.viz import label_selects
+
+SEARCH = ('<button class="btn search-button-field search-button__button pst-js-only" title="Search" '
+          'aria-label="Search" data-bs-placement="bottom" data-bs-toggle="tooltip">\n <span>Search</span> Ctrl+K</button>')
+ICON_SEARCH = ('<button class="btn btn-sm pst-navbar-icon search-button search-button__button pst-js-only" '
+               'title="Search" aria-label="Search"><i class="fa-solid fa-magnifying-glass fa-lg"></i></button>')
+THEME = ('<button class="theme-switch-button" aria-label="Color mode">\n'
+         '  <i class="theme-switch fa-solid fa-sun                fa-lg" data-mode="light" title="Light"></i>\n'
+         '  <i class="theme-switch fa-solid fa-moon               fa-lg" data-mode="dark"  title="Dark"></i></button>')
+
+
+def test_the_theme_buttons_are_fixed_and_nothing_else() -> None:
+    html, n = fix_theme_markup(SEARCH + ICON_SEARCH + THEME)
+    assert n == 3
+    assert 'search-button-field search-button__button pst-js-only" title="Search" data-bs-placement' in html
+    assert ICON_SEARCH in html  # an icon-only button needs its aria-label
+    assert 'title="Light"' not in html and 'title="Dark"' not in html and 'aria-label="Color mode"' in html
+    assert fix_theme_markup(html) == (html, 0)  # idempotent
+
+
+def test_bertviz_menus_are_named() -> None:
+    import torch
+    from bertviz import head_view
+
+    attn = tuple(torch.full((1, 2, 3, 3), 1 / 3) for _ in range(2))
+    raw = head_view(attn, ["a", "b", "c"], html_action="return").data
+    assert '<select id="layer">' in raw
+    named = label_selects(raw)
+    assert '<select id="layer" aria-label="Layer">' in named
+    assert label_selects(named) == named
+    neuron = '<span class="dropdown-label">Head: </span> <select id="att_head">'
+    assert label_selects(neuron).endswith('<select id="att_head" aria-label="Head">')
