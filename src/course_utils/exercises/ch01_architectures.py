@@ -29,6 +29,7 @@ where it might coincide with another).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -145,18 +146,27 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()  # tiny configs warn about token ids outside the vocabulary
 
 
-def _meta_count(model_class: Any, config: Any) -> int:
+def _config_key(config: Any) -> tuple[str, str]:
+    """A hashable stand-in for a config, so that the library's answer is computed once per config
+    (each check asks for it again, once per case and per known mistake)."""
+    return type(config).__name__, config.to_json_string(use_diff=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _llama_count(key: tuple[str, str]) -> int:
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     _quiet_transformers()
     with torch.device("meta"):
-        model = model_class(config)
+        model = LlamaForCausalLM(LlamaConfig(**json.loads(key[1])))
     return sum(p.numel() for p in model.parameters())  # a tied matrix is yielded once
 
 
 def llama_parameter_count_reference(config: Any) -> int:
     """The library's own count: ``LlamaForCausalLM(config)`` on the meta device."""
-    from transformers import LlamaForCausalLM
-
-    return _meta_count(LlamaForCausalLM, config)
+    return _llama_count(_config_key(config))
 
 
 def _llama_config(**kw: Any) -> Any:
@@ -237,9 +247,17 @@ llama_parameter_count = register(Checker(
 def moe_parameter_counts_reference(config: Any) -> tuple[int, int]:
     """(total, active): ``MixtralForCausalLM(config)`` counted on the meta device; *active* leaves
     out, in every layer, the experts the router does not pick for a token."""
-    from transformers import MixtralForCausalLM
+    return _moe_counts(_config_key(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _moe_counts(key: tuple[str, str]) -> tuple[int, int]:
+    import json
+
+    from transformers import MixtralConfig, MixtralForCausalLM
 
     _quiet_transformers()
+    config = MixtralConfig(**json.loads(key[1]))
     with torch.device("meta"):
         model = MixtralForCausalLM(config)
     total = sum(p.numel() for p in model.parameters())
@@ -316,11 +334,18 @@ moe_parameter_counts = register(Checker(
 def gpt2_forward_flops_reference(config: Any, T: int) -> int:
     """What ``torch.utils.flop_counter.FlopCounterMode`` counts for one forward pass of
     ``GPT2LMHeadModel(config)`` (eager attention) over one sequence of T tokens, on the meta device."""
+    return _gpt2_flops(_config_key(config), int(T))
+
+
+@functools.lru_cache(maxsize=64)
+def _gpt2_flops(key: tuple[str, str], T: int) -> int:
+    import json
+
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     _quiet_transformers()
-    config = type(config).from_dict(config.to_dict())
+    config = GPT2Config(**json.loads(key[1]))
     config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's bmm are
     with torch.device("meta"):
         model = GPT2LMHeadModel(config)
