@@ -21,7 +21,6 @@ Top-level imports: torch only.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +29,10 @@ from .core import Case, Checker, Mistake, register
 
 # =========================================================================== LayerNorm (a helper of the layer)
 
-def _layer_norm(x, weight, bias, eps=1e-5, *, use_eps=True, unbiased=False, eps_outside=False, dim=-1):
-    mean = x.mean(dim, keepdim=True)
-    var = x.var(dim, keepdim=True, unbiased=unbiased)
-    if eps_outside:
-        xhat = (x - mean) / (var.sqrt() + eps)
-    else:
-        xhat = (x - mean) / torch.sqrt(var + (eps if use_eps else 0.0))
-    return xhat * weight + bias
+def _layer_norm(x, weight, bias, eps=1e-5, *, use_eps=True):
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + (eps if use_eps else 0.0)) * weight + bias
 
 
 # =========================================================================== 1. a BERT encoder layer
