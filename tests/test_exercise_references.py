@@ -133,6 +133,19 @@ def test_wordpiece_reference_and_scratch_version_equal_bert_tokenizer_fast(offli
     assert ch03._wordpiece(text, vocab) == want  # the from-scratch solution the notebook shows
 
 
+@pytest.mark.parametrize("text", ["Hello world, it's me.", "naïve café — déjà vu", "Line one\n\tLine two  ",
+                                  " 🦒 and 🦙 emoji", "日本語のテキスト", ""])
+def test_byte_level_decoding_from_scratch_equals_the_gpt2_tokenizer(offline, text):
+    from course_utils import assets
+
+    tok = assets.load_tokenizer("gpt2")
+    tokens = tok.tokenize(text)
+    assert ch03._decode(tokens) == tok.convert_tokens_to_string(tokens) == text
+    if len(tokens) > 1:  # cut anywhere, even inside a character: still the library's answer
+        for cut in range(1, len(tokens)):
+            assert ch03._decode(tokens[:cut]) == ch03.byte_level_decode_reference(tokens[:cut])
+
+
 def test_left_padded_position_ids_make_gpt2_logits_equal_each_prompt_alone():
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
@@ -220,6 +233,17 @@ def test_kv_cache_reference_is_the_static_cache_and_matches_published_sizes():
     assert ch06.kv_cache_bytes_reference(*llama) == 2**30  # 1 GiB: Llama-3-8B, 8192 tokens, bf16
     for case in ch06._kv_cases():
         assert ch06._kv_formula(*case.args) == ch06.kv_cache_bytes_reference(*case.args), case.name
+
+
+def test_grouped_attention_from_scratch_equals_sdpa_and_repeated_heads():
+    from course_utils.efficient import repeat_kv
+
+    torch.manual_seed(0)
+    for nh, nkv, T in [(8, 2, 1), (6, 3, 2), (4, 1, 1), (3, 3, 1)]:
+        q, k, v = torch.randn(2, nh, T, 8), torch.randn(2, nkv, 9, 8), torch.randn(2, nkv, 9, 8)
+        want = torch.nn.functional.scaled_dot_product_attention(q, repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv))
+        torch.testing.assert_close(ch06.gqa_attention_reference(q, k, v), want)
+        torch.testing.assert_close(ch06._gqa(q, k, v), want)
 
 
 def test_combined_partials_equal_sdpa_over_all_keys():

@@ -3,8 +3,10 @@
 * ``check.attention_with_cache`` -- causal self-attention with a KV cache;
 * ``check.wordpiece_tokenize``   -- BERT's WordPiece tokenizer from scratch, checked against
   ``BertTokenizerFast`` on the real bert-base-uncased vocabulary;
-* ``check.left_padded_position_ids`` -- the position ids of a left-padded batch, checked by
-  running GPT-2 itself: each padded row's logits must equal its prompt's logits alone.
+* ``check.left_padded_position_ids`` -- the position ids of a left-padded batch (the course's
+  tests run the library's GPT2LMHeadModel: each padded row's logits equal its prompt's alone);
+* ``check.byte_level_decode``    -- GPT-2 tokens back to text, from the byte alphabet, checked
+  against ``GPT2TokenizerFast.convert_tokens_to_string`` (the real GPT-2 tokenizer).
 
 The known wrong variants (``Mistake``) are the classic errors: a causal mask that ignores the
 cache, continuation pieces without ``##``, the shortest match instead of the longest, an
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import unicodedata
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -97,21 +100,48 @@ attention_with_cache = register(Checker(
 
 
 # =========================================================================== 2. WordPiece from scratch
-# text: a string; vocab: a read-only mapping token -> id (BERT's vocabulary). Return the list of
+# text: a string; vocab: a read-only mapping token -> id (BERT's vocabulary, a Vocabulary). Return the list of
 # tokens BertTokenizerFast.tokenize(text) gives (no [CLS]/[SEP]).
 
 UNK, PREFIX, MAX_CHARS = "[UNK]", "##", 100
 
 
-@functools.lru_cache(maxsize=1)
-def bert_vocab() -> "MappingProxyType[str, int]":
-    """The real bert-base-uncased vocabulary (30,522 tokens), read-only; shipped offline."""
-    from types import MappingProxyType
+class Vocabulary(Mapping):
+    """A read-only mapping token -> id. Copying it returns it (each check case would otherwise
+    deep-copy 30,522 entries); it pickles like a dict, so it can cross a process boundary."""
 
+    def __init__(self, items: Any) -> None:
+        self._ids = dict(items)
+
+    def __getitem__(self, token: str) -> int:
+        return self._ids[token]
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __copy__(self) -> "Vocabulary":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Vocabulary":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<vocabulary of {len(self._ids):,} tokens>"
+
+
+@functools.lru_cache(maxsize=1)
+def bert_vocab() -> Vocabulary:
+    """The real bert-base-uncased vocabulary (30,522 tokens), read-only; shipped offline."""
     from ..assets import minilm_dir
 
     lines = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    return MappingProxyType({token: i for i, token in enumerate(lines)})
+    return Vocabulary((token, i) for i, token in enumerate(lines))
 
 
 _LIBRARY_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
@@ -119,7 +149,7 @@ _LIBRARY_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
 
 def _library_tokenizer(vocab: Any) -> Any:
     """``tokenizers``' BERT pipeline (the one inside BertTokenizerFast) over ``vocab``, built once
-    per vocabulary object (the cases share one read-only vocabulary, which is never copied)."""
+    per vocabulary object (the cases share one read-only :class:`Vocabulary`, never copied)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     cached = _LIBRARY_TOKENIZERS.get(id(vocab))
@@ -290,4 +320,70 @@ left_padded_position_ids = register(Checker(
                 "positions increase from left to right within the real tokens; nothing is reversed."),
     ],
     what="your left_padded_position_ids",
+))
+
+
+# =========================================================================== 4. byte-level decoding
+# tokens: GPT-2 tokens as strings over its 256-character byte alphabet ("Ġworld", "ðŁ" ...).
+# Return the text: each character mapped back to its byte, all bytes joined, decoded as UTF-8
+# once, invalid sequences replaced by U+FFFD -- what GPT2TokenizerFast.convert_tokens_to_string does.
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_tokenizer() -> Any:
+    from ..assets import load_tokenizer
+
+    return load_tokenizer("gpt2")
+
+
+def byte_level_decode_reference(tokens: list[str]) -> str:
+    """The library's decoding of GPT-2 tokens (its ByteLevel decoder)."""
+    return _gpt2_tokenizer().convert_tokens_to_string(list(tokens))
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_of() -> dict[str, int]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {ch: b for b, ch in bytes_to_unicode().items()}
+
+
+def _decode(tokens, *, per_token=False, codec="utf-8", errors="replace", only_space=False):
+    if only_space:
+        return "".join(tokens).replace("Ġ", " ")
+    byte_of = _byte_of()
+    if per_token:
+        return "".join(bytes(byte_of[c] for c in t).decode(codec, errors=errors) for t in tokens)
+    return bytes(byte_of[c] for t in tokens for c in t).decode(codec, errors=errors)
+
+
+def _decode_cases() -> list[Case]:
+    tok = _gpt2_tokenizer()
+    giraffe_llama = tok.tokenize(" 🦒🦙")  # two 4-byte characters, each split over three tokens
+    return [
+        Case("plain text", (tok.tokenize("Hello world, it's me."),)),
+        Case("accents and a dash", (tok.tokenize("naïve café — déjà vu"),)),
+        Case("newline, tab and trailing spaces", (tok.tokenize("Line one\n\tLine two  "),)),
+        Case("emoji split across tokens", (tok.tokenize(" 🦒 and 🦙 emoji"),)),
+        Case("stopped in the middle of a character", (giraffe_llama[:-1],)),
+    ]
+
+
+byte_level_decode = register(_TokenListChecker(
+    "byte_level_decode", byte_level_decode_reference, _decode_cases,
+    mistakes=[
+        Mistake(lambda t: _decode(t, only_space=True),
+                "replacing 'Ġ' by a space is not enough: every character stands for one byte "
+                "(Ċ is a newline, 'Ã©' the two bytes of é). Map each character back with the inverse "
+                "of bytes_to_unicode(), then decode the bytes."),
+        Mistake(lambda t: _decode(t, codec="latin-1"),
+                "the bytes are UTF-8: `.decode('utf-8', errors='replace')`; decoding them as latin-1 "
+                "turns é into 'Ã©'."),
+        Mistake(lambda t: _decode(t, per_token=True),
+                "a character can be split over several tokens (an emoji is 4 bytes, often 2-3 "
+                "tokens): join the bytes of *all* tokens first, then decode once."),
+        Mistake(lambda t: _decode(t, errors="ignore"),
+                "an incomplete character at the end (generation stopped mid-character) becomes U+FFFD "
+                "'�' (errors='replace'), not nothing."),
+    ],
+    what="your byte_level_decode",
 ))

@@ -12,6 +12,9 @@
   computed over disjoint chunks of keys (split-KV / flash-decoding) from each chunk's
   normalised output and log-sum-exp. Tested against ``F.scaled_dot_product_attention`` over
   all the keys (``tests/test_exercise_references.py``).
+* ``check.gqa_attention(fn)``: ``fn(q, k, v) -> out``, grouped-query attention over a cache of
+  fewer key/value heads, without repeating them; checked against PyTorch's own
+  ``F.scaled_dot_product_attention(..., enable_gqa=True)``.
 """
 from __future__ import annotations
 
@@ -294,4 +297,62 @@ combine_partial_attention = register(Checker(
     ],
     atol=1e-5, rtol=1e-4,
     what="your combine_partial_attention",
+))
+
+
+# --------------------------------------------------------------------------- GQA without copies
+# q: (B, nh, T, hs), the queries of the T newest positions; k, v: (B, nkv, S, hs), the cache of a
+# grouped-query layer (nh = g x nkv: query head h reads key/value head h // g). Every query sees
+# every cached key (decoding). Return (B, nh, T, hs) without repeating k and v.
+
+def gqa_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PyTorch's own grouped-query attention: ``F.scaled_dot_product_attention(..., enable_gqa=True)``."""
+    import torch.nn.functional as F
+
+    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+def _gqa(q, k, v, *, interleaved=False, scale=True, dim=-1):
+    B, nh, T, hs = q.shape
+    nkv = k.size(1)
+    g = nh // nkv
+    if interleaved:  # head h reads kv head h % nkv: what k.repeat(1, g, 1, 1) gives
+        qg = q.view(B, g, nkv, T, hs).transpose(1, 2)                      # (B, nkv, g, T, hs)
+    else:
+        qg = q.view(B, nkv, g, T, hs)                                      # (B, nkv, g, T, hs)
+    scores = qg @ k.unsqueeze(2).transpose(-2, -1)                         # (B, nkv, g, T, S)
+    if scale:
+        scores = scores / math.sqrt(hs)
+    out = scores.softmax(dim=dim) @ v.unsqueeze(2)                         # (B, nkv, g, T, hs)
+    if interleaved:
+        out = out.transpose(1, 2)
+    return out.reshape(B, nh, T, hs)
+
+
+def _gqa_cases() -> list[Case]:
+    def qkv(B: int, nh: int, nkv: int, T: int, S: int, hs: int = 8) -> tuple[torch.Tensor, ...]:
+        return torch.randn(B, nh, T, hs), torch.randn(B, nkv, S, hs), torch.randn(B, nkv, S, hs)
+
+    return [
+        Case("8 query heads on 2 key/value heads, one new token", qkv(2, 8, 2, 1, 10)),
+        Case("multi-query: 4 heads share 1", qkv(1, 4, 1, 1, 7)),
+        Case("6 heads on 3, 2 new tokens", qkv(2, 6, 3, 2, 9)),
+        Case("multi-head (nkv = nh)", qkv(1, 3, 3, 1, 5)),
+    ]
+
+
+gqa_attention = register(Checker(
+    "gqa_attention", gqa_attention_reference, _gqa_cases,
+    axes=("batch", "heads", "query", "head size"), atol=1e-5, rtol=1e-4,
+    mistakes=[
+        Mistake(lambda q, k, v: _gqa(q, k, v, interleaved=True),
+                "query head h belongs to key/value head h // g (consecutive heads share one: "
+                "repeat_interleave), not h % nkv (what k.repeat(1, g, 1, 1) or a view as "
+                "(B, g, nkv, ...) gives): view q as (B, nkv, g, T, hs)."),
+        Mistake(lambda q, k, v: _gqa(q, k, v, scale=False),
+                "divide the scores by sqrt(hs), the head size."),
+        Mistake(lambda q, k, v: _gqa(q, k, v, dim=-2),
+                "the softmax runs over the keys, the last axis of the (B, nkv, g, T, S) scores."),
+    ],
+    what="your gqa_attention",
 ))
