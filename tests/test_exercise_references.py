@@ -85,6 +85,17 @@ def test_classifier_head_reference_equals_bert_for_sequence_classification():
         torch.testing.assert_close(ch02.bert_classifier_head_reference(hidden, params), model(ids).logits)
 
 
+def test_segment_ids_reference_equals_the_tokenizers_token_type_ids(offline):
+    from course_utils import assets
+
+    tok = assets.load_tokenizer("bert-base-uncased")
+    batches = [tok(["How old are you?", "Where is it?"], ["Six.", "Left, then right at the end."], padding=True),
+               tok(["One sentence.", "Two words"], padding=True), tok(["a"], ["b"])]
+    for enc in batches:
+        got = ch02.segment_ids_reference(torch.tensor(enc["input_ids"]), tok.sep_token_id, tok.pad_token_id)
+        assert got.tolist() == enc["token_type_ids"]
+
+
 def test_packed_mask_makes_packed_documents_equal_documents_alone(offline):
     """The real pretrained encoder, run on two documents packed into one row with the reference
     mask, gives each document the hidden states it gets alone (the library's BertModel)."""

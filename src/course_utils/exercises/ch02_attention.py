@@ -13,6 +13,8 @@
   packed into one row attend only within their own document; ``doc_ids`` (B, T) gives each
   token's document, -1 for padding. Tested against the library: a real pretrained encoder run
   on the packed rows with this mask equals the same encoder run on each document alone.
+* ``check.segment_ids(fn)``: ``fn(input_ids, sep_id, pad_id=0) -> token_type_ids`` (B, T) of a
+  batch of sentence pairs, as ``BertTokenizerFast`` returns them (tested on the real tokenizer).
 
 Each ``Mistake`` is a classic error (pre-LN where BERT is post-LN, the mean instead of ``[CLS]``,
 a missing tanh, weights used without their transpose, padding attending to padding ...).
@@ -248,4 +250,56 @@ packed_attention_mask = register(Checker(
                 "before and after it (no causal triangle)."),
     ],
     what="your packed_attention_mask",
+))
+
+
+# =========================================================================== 4. segment ids of a pair
+# input_ids: (B, T), "[CLS] a [SEP] b [SEP] [PAD]..." or a single "[CLS] a [SEP] [PAD]..."; sep_id, pad_id.
+# Return token_type_ids (B, T) int64: 0 up to and including the first [SEP], 1 after it (the
+# second segment and its [SEP]), 0 on padding -- what BertTokenizerFast returns for pairs.
+
+def segment_ids_reference(input_ids: torch.Tensor, sep_id: int, pad_id: int = 0) -> torch.Tensor:
+    """1 after the first [SEP] (exclusive), 0 before it and on padding."""
+    is_sep = (input_ids == sep_id).long()
+    seps_before = is_sep.cumsum(-1) - is_sep                                    # (B, T)
+    return ((seps_before >= 1) & (input_ids != pad_id)).long()
+
+
+def _segments(input_ids, sep_id, pad_id=0, *, inclusive=False, clamp=True, zero_pad=True):
+    is_sep = (input_ids == sep_id).long()
+    count = is_sep.cumsum(-1) - (0 if inclusive else is_sep)
+    seg = count.clamp(max=1) if clamp else count
+    return seg.masked_fill(input_ids == pad_id, 0) if zero_pad else seg
+
+
+def _segment_cases() -> list[Case]:
+    from ..assets import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    pairs = tok(["How old are you?", "Where is the station?"], ["I am six.", "Turn left, then right at the end."],
+                padding=True, return_tensors="pt")["input_ids"]
+    single = tok(["Just one sentence here.", "Short."], padding=True, return_tensors="pt")["input_ids"]
+    exact = tok(["Same length"], ["as this"], return_tensors="pt")["input_ids"]
+    return [
+        Case("a batch of pairs with padding", (pairs, tok.sep_token_id, tok.pad_token_id)),
+        Case("single sentences (no second segment)", (single, tok.sep_token_id, tok.pad_token_id)),
+        Case("one pair, no padding", (exact, tok.sep_token_id, tok.pad_token_id)),
+    ]
+
+
+segment_ids = register(Checker(
+    "segment_ids", segment_ids_reference, _segment_cases,
+    axes=("batch", "seq"),
+    mistakes=[
+        Mistake(lambda i, s, p=0: _segments(i, s, p, inclusive=True),
+                "the first [SEP] closes segment A and belongs to it: count only the [SEP]s *before* "
+                "each position (cumsum minus the token's own)."),
+        Mistake(lambda i, s, p=0: _segments(i, s, p, clamp=False, zero_pad=False),
+                "after the second [SEP] comes padding: its segment id is 0 (BertTokenizerFast pads "
+                "token_type_ids with 0), not the number of [SEP]s seen."),
+        Mistake(lambda i, s, p=0: _segments(i, s, p, zero_pad=False),
+                "padding positions get segment 0 (the tokenizer's pad value), even after the second "
+                "segment."),
+    ],
+    what="your segment_ids",
 ))
