@@ -1,4 +1,5 @@
-"""Copy the repository named in _config.yml into every chapter's Colab set-up cell.
+"""Copy the repository named in _config.yml into the Colab set-up cell of every chapter notebook
+(the chapters and their exercise pages, ``chapters/NN_*.ipynb``).
 
 The repository is named once, in ``_config.yml`` (``repository.url`` and ``repository.branch``).
 On Colab the second cell of each chapter installs ``course_utils`` from it::
@@ -43,7 +44,7 @@ def install_spec(config_path: Path = ROOT / "_config.yml") -> str:
 
 
 def chapter_notebooks(root: Path = ROOT) -> list[Path]:
-    """The chapter notebooks, in order."""
+    """The chapter notebooks, in order: chapters and exercise pages (``NN_exercises.ipynb``)."""
     return sorted((root / "chapters").glob("[0-9]*.ipynb"))
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if unfixable:
         return 1
-    print(f"{len(notebooks)} chapters install {spec!r} on Colab")
+    print(f"{len(notebooks)} notebooks (chapters and exercise pages) install {spec!r} on Colab")
     return 0
 
 

@@ -1,22 +1,24 @@
-"""Checkers of Chapter 2 (Attention from scratch).
+"""Checkers of Chapter 2 (Attention from scratch), handed out in ``chapters/02_exercises.ipynb``.
 
-* ``check.sdp_attention(fn)``: ``fn(q, k, v, mask=None) -> (out, weights)``, scaled
-  dot-product attention. q (..., T, hs), k and v (..., S, hs); ``mask`` bool, broadcastable
-  to (..., T, S), True where attention is allowed; a query whose keys are all masked gets
-  zero weights and a zero output (not NaN).
-* ``check.causal_mask(fn)``: ``fn(T) -> (T, T)`` bool, True where query t may see key s (s <= t).
-* ``check.split_heads(fn)``: ``fn(x, n_heads)``, (B, T, C) -> (B, nh, T, hs); head h owns the
-  channels h*hs ... (h+1)*hs - 1.  ``check.merge_heads(fn)``: the inverse, (B, nh, T, hs) -> (B, T, C).
-* ``check.layer_norm(fn)``: ``fn(x, weight, bias, eps=1e-5)`` over the last axis.
 * ``check.bert_encoder_layer(fn)``: ``fn(x, params, n_heads, mask=None, eps=1e-12)`` -> (B, T, C):
   one post-LN BERT layer from the weights ``params`` of a Hugging Face ``BertLayer`` (its
   ``state_dict()``: ``attention.self.query.weight`` ... ``output.LayerNorm.bias``;
   ``nn.Linear`` weights stored (out, in)); ``mask`` bool (B, 1, 1, T), True for real tokens.
+  The reference is tested against a real ``BertLayer`` (``tests/test_exercise_references.py``).
+* ``check.bert_classifier_head(fn)``: ``fn(hidden, params) -> logits`` (B, n_labels): BERT's
+  pooler (dense + tanh on the ``[CLS]`` vector) and the classification layer of
+  ``BertForSequenceClassification``, from its state dict (``bert.pooler.dense.*``,
+  ``classifier.*``). The reference runs the library's own ``BertPooler`` and ``nn.Linear``.
+* ``check.packed_attention_mask(fn)``: ``fn(doc_ids) -> (B, 1, T, T)`` bool: several documents
+  packed into one row attend only within their own document; ``doc_ids`` (B, T) gives each
+  token's document, -1 for padding. Tested against the library: a real pretrained encoder run
+  on the packed rows with this mask equals the same encoder run on each document alone.
+* ``check.segment_ids(fn)``: ``fn(input_ids, sep_id, pad_id=0) -> token_type_ids`` (B, T) of a
+  batch of sentence pairs, as ``BertTokenizerFast`` returns them (tested on the real tokenizer).
 
-Every reference is the course's solution; each ``Mistake`` is a classic error (a missing
-1/sqrt(d), the softmax over the wrong axis, the mask applied after the softmax, an
-off-by-one causal mask, heads made by a bare ``view``, LayerNorm without eps or with the
-unbiased variance, pre-LN where BERT is post-LN ...). Top-level imports: torch only.
+Each ``Mistake`` is a classic error (pre-LN where BERT is post-LN, the mean instead of ``[CLS]``,
+a missing tanh, weights used without their transpose, padding attending to padding ...).
+Top-level imports: torch only.
 """
 from __future__ import annotations
 
@@ -27,212 +29,15 @@ import torch.nn.functional as F
 
 from .core import Case, Checker, Mistake, register
 
-# =========================================================================== 1. attention
+# =========================================================================== LayerNorm (a helper of the layer)
+
+def _layer_norm(x, weight, bias, eps=1e-5, *, use_eps=True):
+    mean = x.mean(-1, keepdim=True)
+    var = x.var(-1, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + (eps if use_eps else 0.0)) * weight + bias
 
 
-def _attention(q, k, v, mask=None, *, scale="sqrt", dim=-1, mask_after=False, fill=float("-inf"),
-               keep_nan=False, invert=False):
-    hs = q.size(-1)
-    scores = q @ k.transpose(-2, -1)  # (..., T, S)
-    if scale == "sqrt":
-        scores = scores / math.sqrt(hs)
-    elif scale == "d":
-        scores = scores / hs
-    if mask is not None and invert:
-        mask = ~mask
-    if mask is not None and not mask_after:
-        scores = scores.masked_fill(~mask, fill)
-    weights = torch.softmax(scores, dim=dim)
-    if mask is not None and mask_after:
-        weights = weights.masked_fill(~mask, 0.0)
-    elif mask is not None and not keep_nan:
-        weights = torch.nan_to_num(weights, nan=0.0)  # a fully masked row: zeros, not NaN
-    return weights @ v, weights
-
-
-def sdp_attention_reference(q, k, v, mask=None):
-    """softmax(q kᵀ / √hs) v with a boolean mask (True = may attend); returns (out, weights)."""
-    return _attention(q, k, v, mask)
-
-
-def _attention_cases() -> list[Case]:
-    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))  # (B, nh, T, hs)
-    causal = torch.ones(5, 5, dtype=torch.bool).tril()
-    # B=1, T=4: the first sequence has padding at its last key, its first query sees nothing
-    pad = torch.tensor([True, True, True, False])
-    rows = torch.ones(4, 4, dtype=torch.bool)
-    rows[0] = False
-    mq, mk, mv = (torch.randn(1, 2, 4, 6) for _ in range(3))
-    return [
-        Case("random, no mask", (q, k, v)),
-        Case("keys longer than queries", (torch.randn(2, 3, 2, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8))),
-        Case("large head size 64", tuple(torch.randn(1, 2, 6, 64) * 2 for _ in range(3))),
-        Case("causal mask", (q, k, v), {"mask": causal}),
-        Case("padding mask (B, 1, 1, S)", (mq, mk, mv), {"mask": pad.view(1, 1, 1, 4)}),
-        Case("a query with every key masked", (mq, mk, mv), {"mask": rows}),
-    ]
-
-
-sdp_attention = register(Checker(
-    "sdp_attention", sdp_attention_reference, _attention_cases,
-    axes=(("batch", "heads", "query", "head_size"), ("batch", "heads", "query", "key")),
-    mistakes=[
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, scale=None),
-                "divide the scores by sqrt(hs) (the head size, `q.size(-1)`) before the softmax: "
-                "without it they grow with hs and the softmax saturates."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, scale="d"),
-                "the scale is 1/sqrt(hs), not 1/hs: `math.sqrt(q.size(-1))`."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, dim=-2),
-                "the softmax runs over the wrong axis: each *query's row* of scores (over the keys, "
-                "`dim=-1`) must sum to 1."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, mask_after=True),
-                "the mask must act *before* the softmax (`scores.masked_fill(~mask, float('-inf'))`): "
-                "zeroing weights after it leaves rows that no longer sum to 1."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, invert=True),
-                "the mask is inverted: True means 'may attend', so fill the scores where the mask is "
-                "False (`masked_fill(~mask, ...)`)."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, keep_nan=True),
-                "a query whose keys are all masked gives a softmax of all -inf = NaN: replace those "
-                "rows by zeros (`torch.nan_to_num(weights, nan=0.0)`)."),
-        Mistake(lambda q, k, v, mask=None: _attention(q, k, v, mask, fill=torch.finfo(q.dtype).min),
-                "a query whose keys are all masked got uniform weights (filling with a large negative "
-                "number instead of -inf makes them all equal); such a row must get zero weights."),
-    ],
-))
-
-
-# =========================================================================== 2. causal mask
-
-def causal_mask_reference(T: int) -> torch.Tensor:
-    """(T, T) bool, True where query t may see key s, i.e. s <= t (itself and the past)."""
-    return torch.ones(T, T, dtype=torch.bool).tril()
-
-
-causal_mask = register(Checker(
-    "causal_mask", causal_mask_reference,
-    lambda: [Case("T = 4", (4,)), Case("T = 1", (1,)), Case("T = 7", (7,))],
-    axes=("query", "key"),
-    mistakes=[
-        Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1),
-                "off by one: the diagonal must be True — a token attends to itself (`tril()`, not `tril(-1)`)."),
-        Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).tril(1),
-                "off by one: each query also sees the next token; keep s <= t (`tril()`, not `tril(1)`)."),
-        Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).triu(),
-                "this lets each query see the *future*: rows are queries, columns keys; "
-                "keep the lower triangle (`tril`)."),
-        Mistake(lambda T: torch.ones(T, T, dtype=torch.bool).triu(1),
-                "the mask is inverted: it marks the positions to *hide*; the course's convention is "
-                "True = may attend (the past and the token itself): return its negation, `tril()`."),
-    ],
-))
-
-
-# =========================================================================== 3. split / merge heads
-
-def split_heads_reference(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, T, C) -> (B, nh, T, hs)."""
-    B, T, C = x.shape
-    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, nh, T, hs)
-
-
-def merge_heads_reference(x: torch.Tensor) -> torch.Tensor:
-    """(B, nh, T, hs) -> (B, T, C)."""
-    B, nh, T, hs = x.shape
-    return x.transpose(1, 2).reshape(B, T, nh * hs)  # (B, T, C)
-
-
-def _split_cases() -> list[Case]:
-    return [
-        Case("B=2, T=5, C=12, 3 heads", (torch.randn(2, 5, 12), 3)),
-        Case("one head", (torch.randn(2, 4, 6), 1)),
-        Case("T=1", (torch.randn(3, 1, 8), 4)),
-    ]
-
-
-split_heads = register(Checker(
-    "split_heads", split_heads_reference, _split_cases,
-    axes=("batch", "heads", "seq", "head_size"),
-    mistakes=[
-        Mistake(lambda x, nh: x.reshape(x.size(0), nh, x.size(1), x.size(2) // nh),
-                "a bare `view`/`reshape` to (B, nh, T, hs) mixes tokens into heads: first view as "
-                "(B, T, nh, hs), then `.transpose(1, 2)`."),
-        Mistake(lambda x, nh: x.view(x.size(0), x.size(1), x.size(2) // nh, nh).permute(0, 3, 1, 2),
-                "head h must own the *contiguous* channels h*hs ... (h+1)*hs-1: view as (B, T, nh, hs) "
-                "(heads before head size), not (B, T, hs, nh)."),
-    ],
-))
-
-
-def _merge_cases() -> list[Case]:
-    return [
-        Case("B=2, 3 heads, T=5, hs=4", (torch.randn(2, 3, 5, 4),)),
-        Case("one head", (torch.randn(2, 1, 4, 6),)),
-        Case("T=1", (torch.randn(3, 4, 1, 2),)),
-    ]
-
-
-merge_heads = register(Checker(
-    "merge_heads", merge_heads_reference, _merge_cases,
-    axes=("batch", "seq", "channels"),
-    mistakes=[
-        Mistake(lambda x: x.reshape(x.size(0), x.size(2), x.size(1) * x.size(3)),
-                "a bare `reshape` to (B, T, C) mixes the heads' tokens: `.transpose(1, 2)` to "
-                "(B, T, nh, hs) first, then reshape."),
-        Mistake(lambda x: x.permute(0, 2, 3, 1).reshape(x.size(0), x.size(2), -1),
-                "the channels must be head by head (all of head 0, then head 1 ...): transpose to "
-                "(B, T, nh, hs), not (B, T, hs, nh)."),
-    ],
-))
-
-
-# =========================================================================== 4. LayerNorm
-
-def _layer_norm(x, weight, bias, eps=1e-5, *, use_eps=True, unbiased=False, eps_outside=False, dim=-1):
-    mean = x.mean(dim, keepdim=True)
-    var = x.var(dim, keepdim=True, unbiased=unbiased)
-    if eps_outside:
-        xhat = (x - mean) / (var.sqrt() + eps)
-    else:
-        xhat = (x - mean) / torch.sqrt(var + (eps if use_eps else 0.0))
-    return xhat * weight + bias
-
-
-def layer_norm_reference(x, weight, bias, eps=1e-5):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance)."""
-    return _layer_norm(x, weight, bias, eps)
-
-
-def _layer_norm_cases() -> list[Case]:
-    C = 6
-    w, b = torch.randn(C), torch.randn(C)
-    constant = torch.randn(2, 3, C)
-    constant[0, 1] = 0.5  # one position whose channels are all equal: variance 0
-    return [
-        Case("random (B, T, C)", (torch.randn(2, 3, C) * 2 + 1, w, b)),
-        Case("small activations, eps=1e-3", (torch.randn(3, C) * 0.02, w, b), {"eps": 1e-3}),
-        Case("a constant position", (constant, w, b)),
-        Case("square input (C, C)", (torch.randn(C, C), w, b)),
-    ]
-
-
-layer_norm = register(Checker(
-    "layer_norm", layer_norm_reference, _layer_norm_cases,
-    mistakes=[
-        Mistake(lambda x, w, b, eps=1e-5: _layer_norm(x, w, b, eps, unbiased=True),
-                "use the *biased* variance (divide by C, not C-1): `x.var(-1, unbiased=False, keepdim=True)` "
-                "— `torch.var`'s default is the unbiased one."),
-        Mistake(lambda x, w, b, eps=1e-5: _layer_norm(x, w, b, eps, use_eps=False),
-                "add eps to the variance before the square root: without it a (nearly) constant "
-                "position divides by (almost) zero."),
-        Mistake(lambda x, w, b, eps=1e-5: _layer_norm(x, w, b, eps, eps_outside=True),
-                "eps goes *inside* the square root: `sqrt(var + eps)`, not `sqrt(var) + eps`."),
-        Mistake(lambda x, w, b, eps=1e-5: _layer_norm(x, w, b, eps, dim=0),
-                "normalise over the last axis (each position's C channels, `dim=-1`), not over the batch."),
-    ],
-))
-
-
-# =========================================================================== 5. a BERT encoder layer
+# =========================================================================== 1. a BERT encoder layer
 
 def _linear(x, params, name, transpose=False):
     w = params[f"{name}.weight"]
@@ -332,4 +137,169 @@ bert_encoder_layer = register(Checker(
                 "`nn.Linear` stores its weight as (out, in): compute `x @ W.T + b` (or `F.linear(x, W, b)`), "
                 "not `x @ W`."),
     ],
+))
+
+
+# =========================================================================== 2. pooler + classifier
+# hidden: (B, T, C), the encoder's last hidden state; params: the part of a
+# BertForSequenceClassification state dict after the encoder. Return the logits (B, n_labels).
+
+CLASSIFIER_KEYS = ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias")
+
+
+def bert_classifier_head_reference(hidden: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The library's own modules: ``BertPooler`` (dense + tanh on [CLS]), then the classifier."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    C = hidden.size(-1)
+    pooler = BertPooler(BertConfig(hidden_size=C, num_attention_heads=1))
+    classifier = torch.nn.Linear(C, params["classifier.weight"].size(0))
+    with torch.no_grad():
+        pooler.dense.weight.copy_(params["bert.pooler.dense.weight"])
+        pooler.dense.bias.copy_(params["bert.pooler.dense.bias"])
+        classifier.weight.copy_(params["classifier.weight"])
+        classifier.bias.copy_(params["classifier.bias"])
+        return classifier(pooler(hidden))  # dropout sits between them; it is off in eval mode
+
+
+def random_classifier_params(C: int, n_labels: int) -> dict[str, torch.Tensor]:
+    """Weights with the names and shapes of BertForSequenceClassification's pooler and classifier."""
+    return {"bert.pooler.dense.weight": torch.randn(C, C) * 0.5, "bert.pooler.dense.bias": torch.randn(C) * 0.2,
+            "classifier.weight": torch.randn(n_labels, C), "classifier.bias": torch.randn(n_labels) * 0.2}
+
+
+def _head(hidden, params, *, pool="cls", act=torch.tanh, pooler=True, transpose=True):
+    x = hidden[:, 0] if pool == "cls" else hidden.mean(1) if pool == "mean" else hidden[:, -1]  # (B, C)
+    if pooler:
+        w = params["bert.pooler.dense.weight"]
+        x = act(x @ (w.t() if transpose else w) + params["bert.pooler.dense.bias"])
+    return x @ params["classifier.weight"].t() + params["classifier.bias"]            # (B, n_labels)
+
+
+def _classifier_cases() -> list[Case]:
+    return [
+        Case("B=3, T=6, C=16, 3 labels", (torch.randn(3, 6, 16) * 2, random_classifier_params(16, 3))),
+        Case("one label (regression)", (torch.randn(2, 4, 8) * 2, random_classifier_params(8, 1))),
+        Case("T=1 ([CLS] only)", (torch.randn(2, 1, 12) * 2, random_classifier_params(12, 5))),
+    ]
+
+
+bert_classifier_head = register(Checker(
+    "bert_classifier_head", bert_classifier_head_reference, _classifier_cases,
+    axes=("batch", "labels"), atol=1e-5,
+    mistakes=[
+        Mistake(lambda h, p: _head(h, p, pool="mean"),
+                "BERT's pooler reads only the first position, [CLS] (`hidden[:, 0]`), not the mean over tokens."),
+        Mistake(lambda h, p: _head(h, p, pool="last"),
+                "the pooled token is the *first* one, [CLS] (`hidden[:, 0]`), not the last."),
+        Mistake(lambda h, p: _head(h, p, pooler=False),
+                "the classifier does not read [CLS] directly: the pooler (dense + tanh, "
+                "`bert.pooler.dense.*`) comes first."),
+        Mistake(lambda h, p: _head(h, p, act=lambda t: t),
+                "the pooler ends with a tanh: `torch.tanh(dense(cls))`."),
+        Mistake(lambda h, p: _head(h, p, act=F.gelu),
+                "the pooler's activation is tanh, not the GELU of the feed-forward layers."),
+        Mistake(lambda h, p: _head(h, p, transpose=False),
+                "nn.Linear stores its weight as (out, in): the pooler computes `cls @ W.T + b` "
+                "(`F.linear`); its square weight makes `cls @ W` run, but wrong."),
+    ],
+    what="your bert_classifier_head",
+))
+
+
+# =========================================================================== 3. packed documents
+# doc_ids: (B, T) integers, the document of each token (any ids; -1 marks padding). Return the
+# (B, 1, T, T) bool mask, True where query i may attend to key j: both in the same document.
+# A padding position attends to nothing and nothing attends to it.
+
+def packed_attention_mask_reference(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal mask of packed documents; padding rows and columns all False."""
+    real = doc_ids != -1                                                       # (B, T)
+    same = doc_ids[:, :, None] == doc_ids[:, None, :]                          # (B, T, T)
+    return (same & real[:, :, None] & real[:, None, :])[:, None]               # (B, 1, T, T)
+
+
+def _packed_cases() -> list[Case]:
+    t = torch.tensor
+    return [
+        Case("three documents and padding", (t([[0, 0, 0, 1, 1, 2, 2, 2, 2, -1, -1],
+                                                 [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, -1]]),)),
+        Case("document ids that are not 0, 1, 2 (5, 9, 5 reused)", (t([[5, 5, 9, 9, 9, 5, 5, -1]]),)),
+        Case("one document, no padding", (t([[0, 0, 0, 0, 0]]),)),
+        Case("one token per document", (t([[0, 1, 2, 3], [7, 8, -1, -1]]),)),
+    ]
+
+
+packed_attention_mask = register(Checker(
+    "packed_attention_mask", packed_attention_mask_reference, _packed_cases,
+    axes=("batch", "1", "query", "key"),
+    mistakes=[
+        Mistake(lambda d: ((d[:, :, None] == d[:, None, :]))[:, None],
+                "padding (-1) is not a document: its positions must attend to nothing and be attended "
+                "by nothing; as it is, padding tokens attend to each other."),
+        Mistake(lambda d: packed_attention_mask_reference(d)[:, 0],
+                "keep an axis of size 1 for the heads, (B, 1, T, T), so that the mask broadcasts over "
+                "the (B, nh, T, T) scores: `mask[:, None]`."),
+        Mistake(lambda d: ((d != -1)[:, :, None] & (d != -1)[:, None, :])[:, None],
+                "that mask only hides padding: tokens still attend across documents. Compare the "
+                "document ids of query and key (`doc_ids[:, :, None] == doc_ids[:, None, :]`)."),
+        Mistake(lambda d: packed_attention_mask_reference(d)
+                & torch.ones(d.size(1), d.size(1), dtype=torch.bool).tril(),
+                "BERT's encoder is bidirectional: within a document every token sees every other, "
+                "before and after it (no causal triangle)."),
+    ],
+    what="your packed_attention_mask",
+))
+
+
+# =========================================================================== 4. segment ids of a pair
+# input_ids: (B, T), "[CLS] a [SEP] b [SEP] [PAD]..." or a single "[CLS] a [SEP] [PAD]..."; sep_id, pad_id.
+# Return token_type_ids (B, T) int64: 0 up to and including the first [SEP], 1 after it (the
+# second segment and its [SEP]), 0 on padding -- what BertTokenizerFast returns for pairs.
+
+def segment_ids_reference(input_ids: torch.Tensor, sep_id: int, pad_id: int = 0) -> torch.Tensor:
+    """1 after the first [SEP] (exclusive), 0 before it and on padding."""
+    is_sep = (input_ids == sep_id).long()
+    seps_before = is_sep.cumsum(-1) - is_sep                                    # (B, T)
+    return ((seps_before >= 1) & (input_ids != pad_id)).long()
+
+
+def _segments(input_ids, sep_id, pad_id=0, *, inclusive=False, clamp=True, zero_pad=True):
+    is_sep = (input_ids == sep_id).long()
+    count = is_sep.cumsum(-1) - (0 if inclusive else is_sep)
+    seg = count.clamp(max=1) if clamp else count
+    return seg.masked_fill(input_ids == pad_id, 0) if zero_pad else seg
+
+
+def _segment_cases() -> list[Case]:
+    from ..assets import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    pairs = tok(["How old are you?", "Where is the station?"], ["I am six.", "Turn left, then right at the end."],
+                padding=True, return_tensors="pt")["input_ids"]
+    single = tok(["Just one sentence here.", "Short."], padding=True, return_tensors="pt")["input_ids"]
+    exact = tok(["Same length"], ["as this"], return_tensors="pt")["input_ids"]
+    return [
+        Case("a batch of pairs with padding", (pairs, tok.sep_token_id, tok.pad_token_id)),
+        Case("single sentences (no second segment)", (single, tok.sep_token_id, tok.pad_token_id)),
+        Case("one pair, no padding", (exact, tok.sep_token_id, tok.pad_token_id)),
+    ]
+
+
+segment_ids = register(Checker(
+    "segment_ids", segment_ids_reference, _segment_cases,
+    axes=("batch", "seq"),
+    mistakes=[
+        Mistake(lambda i, s, p=0: _segments(i, s, p, inclusive=True),
+                "the first [SEP] closes segment A and belongs to it: count only the [SEP]s *before* "
+                "each position (cumsum minus the token's own)."),
+        Mistake(lambda i, s, p=0: _segments(i, s, p, clamp=False, zero_pad=False),
+                "after the second [SEP] comes padding: its segment id is 0 (BertTokenizerFast pads "
+                "token_type_ids with 0), not the number of [SEP]s seen."),
+        Mistake(lambda i, s, p=0: _segments(i, s, p, zero_pad=False),
+                "padding positions get segment 0 (the tokenizer's pad value), even after the second "
+                "segment."),
+    ],
+    what="your segment_ids",
 ))

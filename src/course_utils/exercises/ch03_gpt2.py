@@ -1,218 +1,31 @@
-"""Checkers of Chapter 3 (GPT-2 internals).
+"""Checkers of Chapter 3 (GPT-2 internals), handed out in ``chapters/03_exercises.ipynb``.
 
-* ``check.bpe_merge_step``   -- one step of byte-pair-encoding training;
-* ``check.gpt2_block``       -- one GPT-2 block forward from a Hugging Face state dict;
-* ``check.attention_with_cache`` -- causal self-attention with a KV cache.
+* ``check.attention_with_cache`` -- causal self-attention with a KV cache;
+* ``check.wordpiece_tokenize``   -- BERT's WordPiece tokenizer from scratch, checked against
+  ``BertTokenizerFast`` on the real bert-base-uncased vocabulary;
+* ``check.left_padded_position_ids`` -- the position ids of a left-padded batch (the course's
+  tests run the library's GPT2LMHeadModel: each padded row's logits equal its prompt's alone);
+* ``check.byte_level_decode``    -- GPT-2 tokens back to text, from the byte alphabet, checked
+  against ``GPT2TokenizerFast.convert_tokens_to_string`` (the real GPT-2 tokenizer).
 
-Each reference is the course's solution; the known wrong variants (``Mistake``) are the
-classic errors: an unweighted or wrongly tie-broken pair count, overlapping merges, the
-Conv1D weights used as if they were ``nn.Linear``'s, the exact GELU instead of GPT-2's tanh
-approximation, heads split with a bare ``view``, a causal mask that ignores the cache.
-Top-level imports stay light (torch only), as the framework asks.
+The known wrong variants (``Mistake``) are the classic errors: a causal mask that ignores the
+cache, continuation pieces without ``##``, the shortest match instead of the longest, an
+unknown piece that does not turn the whole word into ``[UNK]``, positions counted from the
+left edge of the padded row. Top-level imports stay light (torch only).
 """
 from __future__ import annotations
 
+import functools
 import math
-import re
+import unicodedata
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .core import Case, Checker, CheckResult, Mistake, register
+from .core import Case, Checker, Mistake, register
 
-# =========================================================================== 1. BPE merge step
-# splits: list of words, each a list of token ids; counts: how often each word occurs.
-# Return (best_pair, new_splits): best_pair is the most frequent adjacent pair (ties: the
-# smallest (left id, right id), as Hugging Face's `tokenizers` trainer does), and new_splits
-# has every occurrence of it, scanning left to right, replaced by new_id. No pair at all
-# (every word is a single token): return (None, splits unchanged).
-
-
-def _pair_counts(splits, counts, weighted: bool = True) -> dict[tuple[int, int], int]:
-    pairs: dict[tuple[int, int], int] = {}
-    for word, n in zip(splits, counts):
-        for a, b in zip(word, word[1:]):
-            pairs[(a, b)] = pairs.get((a, b), 0) + (n if weighted else 1)
-    return pairs
-
-
-def _merge_word(word, pair, new_id):
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
-
-
-def _merge_word_right_to_left(word, pair, new_id):
-    out, i = [], len(word) - 1
-    while i >= 0:
-        if i > 0 and word[i - 1] == pair[0] and word[i] == pair[1]:
-            out.append(new_id)
-            i -= 2
-        else:
-            out.append(word[i])
-            i -= 1
-    return out[::-1]
-
-
-def _bpe_step(splits, counts, new_id, *, weighted=True, tie="smallest", merge=_merge_word):
-    pairs = _pair_counts(splits, counts, weighted)
-    if not pairs:
-        return None, [list(w) for w in splits]
-    if tie == "smallest":
-        best = max(pairs, key=lambda p: (pairs[p], -p[0], -p[1]))
-    elif tie == "largest":
-        best = max(pairs, key=lambda p: (pairs[p], p[0], p[1]))
-    else:  # "first seen": max() keeps the first of equal keys in insertion order
-        best = max(pairs, key=pairs.get)
-    return best, [merge(list(w), best, new_id) for w in splits]
-
-
-def bpe_merge_step_reference(splits: list[list[int]], counts: list[int], new_id: int):
-    """The most frequent adjacent pair (ties -> smallest ids) and the splits with it merged."""
-    return _bpe_step(splits, counts, new_id)
-
-
-def _bpe_cases() -> list[Case]:
-    return [
-        Case("three words", ([[1, 2, 3], [1, 2], [2, 3, 1, 2]], [5, 2, 1], 10)),
-        Case("word counts decide", ([[4, 5], [6, 7], [6, 7]], [10, 1, 1], 8)),
-        Case("a tie, first seen is smallest", ([[1, 2], [5, 6]], [3, 3], 7)),
-        Case("a tie, first seen is not smallest", ([[9, 3], [2, 7]], [4, 4], 12)),
-        Case("a repeated symbol 'aaa'", ([[3, 3, 3], [3, 3, 3, 3], [5, 3]], [2, 1, 1], 6)),
-        Case("single-token words only", ([[1], [2]], [3, 4], 3)),
-        Case("larger vocabulary", ([[20, 21, 22, 21, 22], [21, 22, 23], [20, 21]], [3, 4, 6], 30)),
-    ]
-
-
-bpe_merge_step = register(Checker(
-    "bpe_merge_step", bpe_merge_step_reference, _bpe_cases,
-    mistakes=[
-        Mistake(lambda s, c, n: _bpe_step(s, c, n, weighted=False),
-                "count each pair once per *occurrence in the corpus*: add the word's count, not 1."),
-        Mistake(lambda s, c, n: _bpe_step(s, c, n, tie="first"),
-                "on a tie you kept the pair seen first; the `tokenizers` trainer takes the smallest "
-                "(left id, right id) -- e.g. max(pairs, key=lambda p: (pairs[p], -p[0], -p[1]))."),
-        Mistake(lambda s, c, n: _bpe_step(s, c, n, tie="largest"),
-                "on a tie you took the largest pair; take the smallest (left id, right id)."),
-        Mistake(lambda s, c, n: _bpe_step(s, c, n, merge=_merge_word_right_to_left),
-                "merge from left to right: in 'a a a' the first two symbols merge, giving 'aa a'."),
-    ],
-))
-
-
-# =========================================================================== 2. one GPT-2 block
-# x: (B, T, C); sd: the Hugging Face state dict of one GPT2Block (keys "ln_1.weight",
-# "attn.c_attn.weight" ...; Conv1D weights stored as (in, out)); n_head. Return (B, T, C).
-
-def _conv1d(x: torch.Tensor, sd: dict, name: str, transpose: bool = False) -> torch.Tensor:
-    w = sd[f"{name}.weight"]
-    return x @ (w.t() if transpose else w) + sd[f"{name}.bias"]
-
-
-def _block(x, sd, n_head, eps=1e-5, *, gelu="tanh", proj_t=False, split="transpose", mask=True,
-           scale=True, pre_ln=True):
-    B, T, C = x.shape
-    hs = C // n_head
-
-    def heads(t):  # (B, T, C) -> (B, nh, T, hs)
-        return t.view(B, T, n_head, hs).transpose(1, 2) if split == "transpose" else t.reshape(B, n_head, T, hs)
-
-    def ln(t, name):
-        return F.layer_norm(t, (C,), sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
-
-    def attn(h):
-        q, k, v = _conv1d(h, sd, "attn.c_attn").split(C, dim=2)            # 3 x (B, T, C)
-        q, k, v = heads(q), heads(k), heads(v)                              # (B, nh, T, hs)
-        att = q @ k.transpose(-2, -1) / (math.sqrt(hs) if scale else 1.0)   # (B, nh, T, T)
-        if mask:
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~causal, float("-inf"))
-        y = att.softmax(dim=-1) @ v                                         # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C) if split == "transpose" else y.reshape(B, T, C)
-        return _conv1d(y, sd, "attn.c_proj", transpose=proj_t)
-
-    def mlp(h):
-        return _conv1d(F.gelu(_conv1d(h, sd, "mlp.c_fc"), approximate=gelu), sd, "mlp.c_proj")
-
-    if not pre_ln:  # the original Transformer's post-LN order
-        x = ln(x + attn(x), "ln_1")
-        return ln(x + mlp(x), "ln_2")
-    x = x + attn(ln(x, "ln_1"))
-    return x + mlp(ln(x, "ln_2"))
-
-
-def gpt2_block_reference(x: torch.Tensor, sd: dict, n_head: int) -> torch.Tensor:
-    """GPT-2's block: x + attn(ln_1(x)), then + mlp(ln_2(x)); Conv1D layers compute x @ W + b."""
-    return _block(x, sd, n_head)
-
-
-def random_block_state_dict(C: int, scale: float = 0.4) -> dict[str, torch.Tensor]:
-    """A GPT2Block-shaped state dict with weights large enough that every mistake shows."""
-    shapes = {"ln_1.weight": (C,), "ln_1.bias": (C,), "attn.c_attn.weight": (C, 3 * C),
-              "attn.c_attn.bias": (3 * C,), "attn.c_proj.weight": (C, C), "attn.c_proj.bias": (C,),
-              "ln_2.weight": (C,), "ln_2.bias": (C,), "mlp.c_fc.weight": (C, 4 * C),
-              "mlp.c_fc.bias": (4 * C,), "mlp.c_proj.weight": (4 * C, C), "mlp.c_proj.bias": (C,)}
-    sd = {k: torch.randn(s) * scale for k, s in shapes.items()}
-    sd["ln_1.weight"] += 1.0
-    sd["ln_2.weight"] += 1.0
-    return sd
-
-
-def _block_cases() -> list[Case]:
-    return [
-        Case("B=2, T=5, C=16, 4 heads", (torch.randn(2, 5, 16), random_block_state_dict(16), 4)),
-        Case("one position (T=1)", (torch.randn(1, 1, 16), random_block_state_dict(16), 4)),
-        Case("B=1, T=7, C=24, 3 heads", (torch.randn(1, 7, 24), random_block_state_dict(24), 3)),
-    ]
-
-
-class _GPT2BlockChecker(Checker):
-    """Adds the classic Conv1D hint when the student's matmul fails on a shape."""
-
-    def _exception(self, outcome, case) -> CheckResult:
-        result = super()._exception(outcome, case)
-        text = str(outcome.error)
-        if re.search(r"shapes cannot be multiplied|size mismatch|must match the size", text):
-            hint = ("Hugging Face's GPT-2 stores c_attn, c_proj and c_fc as Conv1D layers whose weight "
-                    "has shape (in, out): compute `x @ W + b`. F.linear / nn.Linear expect (out, in), "
-                    "so with them you would need W.t().")
-            result.message += f"\n   Hint: {hint}"
-            result.hint = hint
-        return result
-
-
-gpt2_block = register(_GPT2BlockChecker(
-    "gpt2_block", gpt2_block_reference, _block_cases, axes=("batch", "seq", "channels"), atol=1e-4,
-    mistakes=[
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, proj_t=True),
-                "attn.c_proj.weight is square, so using it transposed runs but is wrong: Conv1D weights "
-                "are (in, out), compute `y @ W + b` (not F.linear(y, W, b))."),
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, gelu="none"),
-                "GPT-2 uses the tanh approximation of GELU (`F.gelu(h, approximate='tanh')`, "
-                "HF's 'gelu_new'), not the exact erf GELU."),
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, split="view"),
-                "split heads with .view(B, T, nh, hs).transpose(1, 2); a bare .view(B, nh, T, hs) "
-                "mixes positions and channels."),
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, mask=False),
-                "GPT-2's attention is causal: mask the scores above the diagonal with -inf before "
-                "the softmax."),
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, scale=False),
-                "divide the attention scores by sqrt(hs), the head size (not sqrt(C))."),
-        Mistake(lambda x, sd, nh: _block(x, sd, nh, pre_ln=False),
-                "GPT-2 is pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)); the LayerNorm goes "
-                "*inside* the residual branch, not after the sum."),
-    ],
-))
-
-
-# =========================================================================== 3. attention + KV cache
+# =========================================================================== 1. attention + KV cache
 # attn: an object with attn.c_attn (C -> 3C), attn.c_proj (C -> C) (nn.Linear modules: call them)
 # and attn.n_head; x: (B, T, C), the T *new* positions; past_kv: None or (k, v), each
 # (B, nh, P, hs) for the P earlier positions. Return (y, (k, v)): y (B, T, C) and the cache
@@ -284,6 +97,293 @@ attention_with_cache = register(Checker(
     ],
 ))
 
-__all__ = ["bpe_merge_step", "gpt2_block", "attention_with_cache", "AttentionWeights",
-           "random_block_state_dict", "bpe_merge_step_reference", "gpt2_block_reference",
-           "attention_with_cache_reference"]
+
+
+# =========================================================================== 2. WordPiece from scratch
+# text: a string; vocab: a read-only mapping token -> id (BERT's vocabulary, a Vocabulary). Return the list of
+# tokens BertTokenizerFast.tokenize(text) gives (no [CLS]/[SEP]).
+
+UNK, PREFIX, MAX_CHARS = "[UNK]", "##", 100
+
+
+class Vocabulary(Mapping):
+    """A read-only mapping token -> id. Copying it returns it (each check case would otherwise
+    deep-copy 30,522 entries); it pickles like a dict, so it can cross a process boundary."""
+
+    def __init__(self, items: Any) -> None:
+        self._ids = dict(items)
+
+    def __getitem__(self, token: str) -> int:
+        return self._ids[token]
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __copy__(self) -> "Vocabulary":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Vocabulary":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<vocabulary of {len(self._ids):,} tokens>"
+
+
+@functools.lru_cache(maxsize=1)
+def bert_vocab() -> Vocabulary:
+    """The real bert-base-uncased vocabulary (30,522 tokens), read-only; shipped offline."""
+    from ..assets import minilm_dir
+
+    lines = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return Vocabulary((token, i) for i, token in enumerate(lines))
+
+
+_LIBRARY_TOKENIZERS: dict[int, tuple[Any, Any]] = {}
+
+
+def _library_tokenizer(vocab: Any) -> Any:
+    """``tokenizers``' BERT pipeline (the one inside BertTokenizerFast) over ``vocab``, built once
+    per vocabulary object (the cases share one read-only :class:`Vocabulary`, never copied)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    cached = _LIBRARY_TOKENIZERS.get(id(vocab))
+    if cached is not None and cached[0] is vocab:
+        return cached[1]
+
+    tok = Tokenizer(models.WordPiece(dict(vocab), unk_token=UNK, max_input_chars_per_word=MAX_CHARS))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # clean text, CJK, strip accents, lower
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()        # whitespace and punctuation
+    _LIBRARY_TOKENIZERS[id(vocab)] = (vocab, tok)
+    return tok
+
+
+def wordpiece_tokenize_reference(text: str, vocab: Any) -> list[str]:
+    """The library's WordPiece tokenisation of ``text`` with ``vocab``."""
+    return _library_tokenizer(vocab).encode(text, add_special_tokens=False).tokens
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True  # every ASCII non-letter, non-digit symbol, as BERT does ($, +, ^ ... too)
+    return unicodedata.category(ch).startswith("P")
+
+
+def _wordpiece(text, vocab, *, prefix=PREFIX, longest=True, whole_unk=True, lower=True, strip=True,
+               split_punct=True, max_chars=MAX_CHARS):
+    if lower:
+        text = text.lower()
+    if strip:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    words = []
+    for chunk in text.split():
+        if not split_punct:
+            words.append(chunk)
+            continue
+        current = ""
+        for ch in chunk:
+            if _is_punctuation(ch):
+                words += [current] if current else []
+                words.append(ch)
+                current = ""
+            else:
+                current += ch
+        words += [current] if current else []
+    out = []
+    for word in words:
+        if len(word) > max_chars:
+            out.append(UNK)
+            continue
+        pieces, start = [], 0
+        while start < len(word):
+            ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
+            piece = None
+            for end in ends:
+                candidate = (prefix if start > 0 else "") + word[start:end]
+                if candidate in vocab:
+                    piece, start = candidate, end
+                    break
+            if piece is None:
+                pieces = [UNK] if whole_unk else pieces + [UNK]
+                break
+            pieces.append(piece)
+        out += pieces
+    return out
+
+
+def _wordpiece_cases() -> list[Case]:
+    vocab = bert_vocab()
+    return [
+        Case("punctuation and numbers", ("Hello, World! It's 3.14 o'clock.", vocab)),
+        Case("words split into several pieces", ("unaffable tokenization of embeddings", vocab)),
+        Case("accents and a dash", ("Café déjà vu — naïve façade", vocab)),
+        Case("a piece missing from the vocabulary", ("snowman☃ melts", vocab)),
+        Case("a word longer than 100 characters", ("a" * 120 + " end", vocab)),
+        Case("tabs and newlines", ("line one\tline two\nthree  spaces", vocab)),
+    ]
+
+
+class _TokenListChecker(Checker):
+    """Adds the first token that differs when no known mistake explains a wrong token list."""
+
+    def _diagnose(self, case: Case, got: Any) -> str | None:
+        hint = super()._diagnose(case, got)
+        if hint is not None or not isinstance(got, list):
+            return hint
+        expected = self.reference(*case.args, **case.kwargs)
+        for i, (e, g) in enumerate(zip(expected, got)):
+            if e != g:
+                return (f"the first difference is token {i}: yours {g!r}, expected {e!r} "
+                        f"(expected tokens {i}-{i + 4}: {expected[i:i + 5]}).")
+        if len(got) != len(expected):
+            return f"your list is a prefix of the expected one, or the reverse; expected {expected[:12]}."
+        return None
+
+
+wordpiece_tokenize = register(_TokenListChecker(
+    "wordpiece_tokenize", wordpiece_tokenize_reference, _wordpiece_cases,
+    mistakes=[
+        Mistake(lambda t, v: _wordpiece(t, v, lower=False),
+                "bert-base-uncased lowercases the text first (`text.lower()`)."),
+        Mistake(lambda t, v: _wordpiece(t, v, split_punct=False),
+                "split off every punctuation character as its own word (`unicodedata.category(ch)` "
+                "starting with 'P', plus ASCII symbols such as $ + ^), before WordPiece."),
+        Mistake(lambda t, v: _wordpiece(t, v, prefix=""),
+                "a piece that continues a word is looked up (and returned) with the '##' prefix: "
+                "'tokenization' -> 'token', '##ization'."),
+        Mistake(lambda t, v: _wordpiece(t, v, longest=False),
+                "WordPiece is greedy *longest*-match-first: from each position take the longest piece "
+                "in the vocabulary, not the shortest."),
+        Mistake(lambda t, v: _wordpiece(t, v, strip=False),
+                "the uncased tokenizer also strips accents: decompose (`unicodedata.normalize('NFD', t)`) "
+                "and drop the combining marks (category 'Mn'): 'café' -> 'cafe'."),
+        Mistake(lambda t, v: _wordpiece(t, v, whole_unk=False),
+                "when some part of a word matches no piece, the *whole word* becomes a single '[UNK]' "
+                "(the pieces found before it are dropped)."),
+        Mistake(lambda t, v: _wordpiece(t, v, max_chars=10**9),
+                "a word longer than 100 characters becomes '[UNK]' without trying pieces."),
+    ],
+    timeout=5.0,
+    what="your wordpiece_tokenize",
+))
+
+
+# =========================================================================== 3. left padding
+# attention_mask: (B, T) 1/0, padding on the left. Return position_ids (B, T) int64: each real
+# token's position within its own sequence (0 for its first real token). The values at padding
+# positions are never used (the checker ignores them).
+
+def left_padded_position_ids_reference(attention_mask: torch.Tensor) -> torch.Tensor:
+    """What ``generate`` computes for GPT-2: cumsum of the mask - 1 (padding: 1, never read)."""
+    position_ids = attention_mask.long().cumsum(-1) - 1                   # (B, T)
+    return position_ids.masked_fill(attention_mask == 0, 1)
+
+
+def _real_positions_only(fn: Any, case: Case) -> Any:
+    """Call ``fn``; where its output has the right shape, zero the (unused) padding positions."""
+    (mask,) = case.args
+    out = fn(*case.args, **case.kwargs)
+    if isinstance(out, torch.Tensor) and out.shape == mask.shape:
+        out = torch.where(mask.bool(), out, torch.zeros((), dtype=out.dtype))
+    return out
+
+
+def _left_mask(lengths: list[int], T: int) -> torch.Tensor:
+    return torch.stack([torch.arange(T) >= T - n for n in lengths]).long()  # (B, T), 1 = real token
+
+
+def _position_cases() -> list[Case]:
+    return [
+        Case("3 prompts of lengths 5, 2, 4", (_left_mask([5, 2, 4], 5),)),
+        Case("no padding at all", (_left_mask([3, 3], 3),)),
+        Case("one token after 6 pads", (_left_mask([1, 7], 7),)),
+    ]
+
+
+left_padded_position_ids = register(Checker(
+    "left_padded_position_ids", left_padded_position_ids_reference, _position_cases,
+    call=_real_positions_only, axes=("batch", "seq"),
+    mistakes=[
+        Mistake(lambda m: torch.arange(m.size(1)).expand(m.shape),
+                "positions count from each sequence's *first real token*: with left padding, "
+                "`arange(T)` gives a short prompt's first token the position of the pads before it "
+                "(cumsum of the mask, minus 1)."),
+        Mistake(lambda m: m.long().cumsum(-1),
+                "off by one: the first real token has position 0 (`cumsum(-1) - 1`)."),
+        Mistake(lambda m: (torch.arange(m.size(1)) - (m.size(1) - m.sum(-1, keepdim=True))).flip(-1),
+                "positions increase from left to right within the real tokens; nothing is reversed."),
+    ],
+    what="your left_padded_position_ids",
+))
+
+
+# =========================================================================== 4. byte-level decoding
+# tokens: GPT-2 tokens as strings over its 256-character byte alphabet ("Ġworld", "ðŁ" ...).
+# Return the text: each character mapped back to its byte, all bytes joined, decoded as UTF-8
+# once, invalid sequences replaced by U+FFFD -- what GPT2TokenizerFast.convert_tokens_to_string does.
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_tokenizer() -> Any:
+    from ..assets import load_tokenizer
+
+    return load_tokenizer("gpt2")
+
+
+def byte_level_decode_reference(tokens: list[str]) -> str:
+    """The library's decoding of GPT-2 tokens (its ByteLevel decoder)."""
+    return _gpt2_tokenizer().convert_tokens_to_string(list(tokens))
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_of() -> dict[str, int]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {ch: b for b, ch in bytes_to_unicode().items()}
+
+
+def _decode(tokens, *, per_token=False, codec="utf-8", errors="replace", only_space=False):
+    if only_space:
+        return "".join(tokens).replace("Ġ", " ")
+    byte_of = _byte_of()
+    if per_token:
+        return "".join(bytes(byte_of[c] for c in t).decode(codec, errors=errors) for t in tokens)
+    return bytes(byte_of[c] for t in tokens for c in t).decode(codec, errors=errors)
+
+
+def _decode_cases() -> list[Case]:
+    tok = _gpt2_tokenizer()
+    giraffe_llama = tok.tokenize(" 🦒🦙")  # two 4-byte characters, each split over three tokens
+    return [
+        Case("plain text", (tok.tokenize("Hello world, it's me."),)),
+        Case("accents and a dash", (tok.tokenize("naïve café — déjà vu"),)),
+        Case("newline, tab and trailing spaces", (tok.tokenize("Line one\n\tLine two  "),)),
+        Case("emoji split across tokens", (tok.tokenize(" 🦒 and 🦙 emoji"),)),
+        Case("stopped in the middle of a character", (giraffe_llama[:-1],)),
+    ]
+
+
+byte_level_decode = register(_TokenListChecker(
+    "byte_level_decode", byte_level_decode_reference, _decode_cases,
+    mistakes=[
+        Mistake(lambda t: _decode(t, only_space=True),
+                "replacing 'Ġ' by a space is not enough: every character stands for one byte "
+                "(Ċ is a newline, 'Ã©' the two bytes of é). Map each character back with the inverse "
+                "of bytes_to_unicode(), then decode the bytes."),
+        Mistake(lambda t: _decode(t, codec="latin-1"),
+                "the bytes are UTF-8: `.decode('utf-8', errors='replace')`; decoding them as latin-1 "
+                "turns é into 'Ã©'."),
+        Mistake(lambda t: _decode(t, per_token=True),
+                "a character can be split over several tokens (an emoji is 4 bytes, often 2-3 "
+                "tokens): join the bytes of *all* tokens first, then decode once."),
+        Mistake(lambda t: _decode(t, errors="ignore"),
+                "an incomplete character at the end (generation stopped mid-character) becomes U+FFFD "
+                "'�' (errors='replace'), not nothing."),
+    ],
+    what="your byte_level_decode",
+))

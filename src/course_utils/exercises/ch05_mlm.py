@@ -1,17 +1,22 @@
-"""Checkers of Chapter 5 (Training a BERT with masked-language modelling).
+"""Checkers of Chapter 5 (Training a BERT with masked-language modelling), handed out in
+``chapters/05_exercises.ipynb``.
 
-* ``check.mask_tokens_80_10_10(fn)``: ``fn(input_ids, u, random_ids, special, mask_token_id,
-  p=0.15) -> (inputs, labels)``. The randomness is given, so that the answer is exact: one
-  uniform number ``u`` per position decides everything. A position is *selected* where
-  ``u < p`` and it is not special; a selected position becomes ``mask_token_id`` where
-  ``u < 0.8 p``, the token ``random_ids`` where ``0.8 p <= u < 0.9 p``, and stays itself where
-  ``0.9 p <= u < p``. ``labels`` holds the original id at selected positions and -100 elsewhere.
-* ``check.sparse_mlm_loss(fn)``: ``fn(hidden, labels, head) -> loss`` is the mean cross-entropy
-  over the masked positions (``labels != -100``), with ``head`` (a module mapping ``(N, C)`` to
-  logits ``(N, V)``) applied **only** to the masked rows. The checker counts the rows the head
-  is given.
+* ``check.whole_word_mask(fn)``: ``fn(input_ids, offsets, special, u, mask_token_id, p=0.15) ->
+  (inputs, labels)``: whole-word masking as ``DataCollatorForLanguageModeling(whole_word_mask=True)``
+  does it. The randomness is given (``u``, one uniform number per position) so that the answer
+  is exact; the reference is tested against the library collator seeded so that its Bernoulli
+  draws are exactly ``u < p`` (``tests/test_exercise_references.py``).
+* ``check.wsd_lr(fn)``: ``fn(step, peak_lr, warmup, stable, decay, min_lr_ratio) -> float``: the
+  warm-up / stable / decay schedule, checked at every step against ``transformers``'
+  ``get_wsd_schedule`` (linear warm-up, "1-sqrt" decay).
+* ``check.accumulate_mlm_grads(fn)``: ``fn(model, micro_batches) -> None`` leaves in ``.grad``
+  the gradient of the MLM loss of the *whole* batch (the mean over all its predicted tokens),
+  with one forward/backward per micro-batch. The reference is autograd on the whole batch.
 """
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,172 +26,273 @@ from .core import Case, Checker, Mistake, register
 IGNORE = -100
 
 
-# --------------------------------------------------------------------------- 80/10/10 masking
-def _mask_reference(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    selected = (u < p) & ~special                                   # (B, T)
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
-    inputs = torch.where(selected & (u < 0.8 * p), torch.full_like(input_ids, mask_token_id), input_ids)
-    inputs = torch.where(selected & (u >= 0.8 * p) & (u < 0.9 * p), random_ids, inputs)
+# =========================================================================== 1. whole-word masking
+# input_ids (B, T); offsets (B, T, 2): each token's (start, end) characters in the text;
+# special (B, T) bool: [CLS], [SEP], [PAD]; u (B, T) uniform in [0, 1).
+# A word is a run of tokens with no gap between one token's end and the next one's start
+# (special tokens belong to no word). A word is selected when u at its *first* token is < p; every
+# token of a selected word becomes mask_token_id and keeps its id as label; elsewhere label -100.
+
+def _word_starts(offsets: torch.Tensor, special: torch.Tensor, *, prev_special_breaks: bool = True) -> torch.Tensor:
+    start, end = offsets[..., 0], offsets[..., 1]                       # (B, T)
+    prev_end = torch.cat([torch.full_like(end[:, :1], -1), end[:, :-1]], dim=1)
+    prev_special = torch.cat([torch.zeros_like(special[:, :1]), special[:, :-1]], dim=1)
+    new = start != prev_end
+    if prev_special_breaks:
+        new = new | prev_special
+    return new & ~special                                                # (B, T)
+
+
+def _wwm(input_ids, offsets, special, u, mask_token_id, p=0.15, *, per_token=False, any_token=False,
+         prev_special_breaks=True, labels_everywhere=False):
+    starts = _word_starts(offsets, special, prev_special_breaks=prev_special_breaks)
+    word = starts.long().cumsum(-1)                                      # (B, T): word number, from 1
+    word = word.masked_fill(special, 0)
+    if per_token:
+        selected = (u < p) & ~special
+    else:
+        picked = (u < p) & (starts if not any_token else ~special)       # the tokens that pick their word
+        B, T = input_ids.shape
+        chosen = torch.zeros(B, T + 1, dtype=torch.bool)
+        chosen.scatter_(1, torch.where(picked, word, torch.zeros_like(word)), picked)  # word -> picked
+        chosen[:, 0] = False                                              # word 0: special tokens
+        selected = chosen.gather(1, word) & ~special
+    labels = input_ids.masked_fill(~selected, IGNORE)
+    if labels_everywhere:
+        labels = input_ids.clone()
+    inputs = input_ids.masked_fill(selected, mask_token_id)
     return inputs, labels
 
 
-def _mask_cases() -> list[Case]:
-    def batch(B: int, T: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.randint(1000, 5000, (B, T))
-        special = torch.zeros(B, T, dtype=torch.bool)
-        for b, n in enumerate(lengths):  # [CLS] tokens [SEP] [PAD]...
-            ids[b, 0], ids[b, n - 1] = 101, 102
-            ids[b, n:] = 0
-            special[b, 0] = True
-            special[b, n - 1:] = True
-        return ids, special
+def whole_word_mask_reference(input_ids, offsets, special, u, mask_token_id, p=0.15):  # noqa: ANN001, ANN201
+    """Whole-word masking with the library's word rule (offsets) and its Bernoulli draws ``u < p``."""
+    return _wwm(input_ids, offsets, special, u, mask_token_id, p)
 
-    ids, special = batch(4, 40, [40, 30, 12, 3])
-    u = torch.rand(4, 40)
-    u[0, 1:6] = torch.tensor([0.01, 0.125, 0.13, 0.14, 0.5])  # one of each outcome, for sure
-    small, small_special = batch(1, 6, [6])
+
+_WWM_TEXTS = ["The tokenizer's embeddings were unaffable, weren't they?",
+              "Transformers tokenize unbelievably long words.",
+              "Packing avoids padding entirely"]
+
+
+def _wwm_batch(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..assets import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    enc = tok(texts, padding=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+              return_tensors="pt")
+    return enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"].bool()
+
+
+def _wwm_cases() -> list[Case]:
+    ids, offsets, special = _wwm_batch(_WWM_TEXTS)
+    u = torch.rand(ids.shape)
+    u[0, 1] = 0.01  # the first word after [CLS] is selected, for sure
+    u[0, 2:5] = torch.tensor([0.9, 0.01, 0.9])  # 'tokenizer' + "'" + 's' continue one word
+    big_u = torch.rand(ids.shape)
     return [
-        Case("a batch with [CLS], [SEP] and padding, p = 0.15",
-             (ids, u, torch.randint(1000, 5000, (4, 40)), special, 103)),
-        Case("p = 0.5 (more of every outcome)", (ids, torch.rand(4, 40), torch.randint(1000, 5000, (4, 40)),
-                                                 special, 103), {"p": 0.5}),
-        Case("u = 0 everywhere (every ordinary token selected and masked)",
-             (small, torch.zeros(1, 6), torch.randint(1000, 5000, (1, 6)), small_special, 103)),
+        Case("3 sentences with multi-piece words and padding, p = 0.15", (ids, offsets, special, u, 103)),
+        Case("p = 0.5", (ids, offsets, special, big_u, 103), {"p": 0.5}),
+        Case("u = 0: every word selected", (ids, offsets, special, torch.zeros(ids.shape), 103)),
     ]
 
 
-def _mask_labels_everywhere(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    inputs, _ = _mask_reference(input_ids, u, random_ids, special, mask_token_id, p)
-    return inputs, input_ids.clone()
-
-
-def _mask_special_too(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    return _mask_reference(input_ids, u, random_ids, torch.zeros_like(special), mask_token_id, p)
-
-
-def _mask_all_mask(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    selected = (u < p) & ~special
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
-    return torch.where(selected, torch.full_like(input_ids, mask_token_id), input_ids), labels
-
-
-def _mask_labels_after(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    inputs, labels = _mask_reference(input_ids, u, random_ids, special, mask_token_id, p)
-    return inputs, torch.where(labels != IGNORE, inputs, labels)
-
-
-def _mask_swapped(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    selected = (u < p) & ~special
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
-    inputs = torch.where(selected & (u < 0.8 * p), torch.full_like(input_ids, mask_token_id), input_ids)
-    inputs = torch.where(selected & (u >= 0.9 * p), random_ids, inputs)
-    return inputs, labels
-
-
-def _mask_labels_zero(input_ids, u, random_ids, special, mask_token_id, p=0.15):  # noqa: ANN001, ANN202
-    inputs, labels = _mask_reference(input_ids, u, random_ids, special, mask_token_id, p)
-    return inputs, labels.masked_fill(labels == IGNORE, 0)
-
-
-mask_tokens_80_10_10 = register(Checker(
-    "mask_tokens_80_10_10", _mask_reference, _mask_cases,
+whole_word_mask = register(Checker(
+    "whole_word_mask", whole_word_mask_reference, _wwm_cases,
     axes=(("batch", "seq"), ("batch", "seq")),
     mistakes=[
-        Mistake(_mask_labels_everywhere, "labels must be -100 at the positions that were *not* selected, so "
-                                         "that the loss ignores them: only the selected ~15 % are predicted."),
-        Mistake(_mask_labels_zero, "use -100 (the ignore index of F.cross_entropy), not 0, for the "
-                                   "positions that are not predicted: 0 is the id of [PAD], a real class."),
-        Mistake(_mask_special_too, "special tokens ([CLS], [SEP], [PAD]: where `special` is True) are never "
-                                   "selected: `selected = (u < p) & ~special`."),
-        Mistake(_mask_all_mask, "not every selected position becomes [MASK]: 80 % do (u < 0.8·p), 10 % get a "
-                                "random token (0.8·p <= u < 0.9·p) and 10 % stay as they are. The thresholds are "
-                                "fractions of p, because u < p already selected the position."),
-        Mistake(_mask_labels_after, "the labels are the *original* ids (what the model must recover), taken "
-                                    "before any replacement — not the [MASK] or random ids you put in."),
-        Mistake(_mask_swapped, "the random token goes where 0.8·p <= u < 0.9·p; where 0.9·p <= u < p the token "
-                               "is kept unchanged."),
+        Mistake(lambda *a, **k: _wwm(*a, **k, per_token=True),
+                "that masks tokens one by one: whole-word masking selects *words* — with u at a word's "
+                "first token — and then masks every token of a selected word. A word is a run of tokens "
+                "with no gap between them (next start == previous end): 'una', '##ffa', '##ble' are one "
+                "word, and so are 'weren', \"'\", 't'."),
+        Mistake(lambda *a, **k: _wwm(*a, **k, any_token=True),
+                "a word's fate is decided by u at its *first* token only (the library gives the other "
+                "tokens of a word probability 0); here any token of the word could select it."),
+        Mistake(lambda *a, **k: _wwm(*a, **k, prev_special_breaks=False),
+                "[CLS] ends at character 0 and the first word starts there: with no gap, you joined the "
+                "first word to [CLS]. A token right after a special token always starts a new word."),
+        Mistake(lambda *a, **k: _wwm(*a, **k, labels_everywhere=True),
+                "labels must be -100 wherever the token is not masked, so that the loss ignores them."),
     ],
-    what="your mask_tokens",
+    what="your whole_word_mask",
 ))
 
 
-# --------------------------------------------------------------------------- sparse MLM loss
-class _CountingHead(torch.nn.Module):
-    """A linear MLM head that remembers how many rows it was given in total."""
+# =========================================================================== 2. warm-up, stable, decay
+# The learning rate at `step` (0, 1, 2 ...): linear warm-up from min_lr_ratio x peak_lr to peak_lr over
+# `warmup` steps, `stable` steps at peak_lr, then over `decay` steps a "1-sqrt" decay:
+# factor = 1 - sqrt(progress), progress = (step - warmup - stable) / decay, rescaled so that it ends at
+# min_lr_ratio; after that, min_lr_ratio x peak_lr.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        super().__init__()
-        self.weight, self.bias = torch.nn.Parameter(weight), torch.nn.Parameter(bias)
-        self.rows = 0
+def _library_factors(warmup: int, stable: int, decay: int, min_lr_ratio: float, steps: int) -> list[float]:
+    from transformers import get_wsd_schedule
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x[..., 0].numel()
-        return F.linear(x, self.weight, self.bias)
-
-
-def _sparse_reference(hidden, labels, head):  # noqa: ANN001, ANN202
-    selected = labels != IGNORE                       # (B, T)
-    return F.cross_entropy(head(hidden[selected]), labels[selected])
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = get_wsd_schedule(opt, num_warmup_steps=warmup, num_decay_steps=decay, num_stable_steps=stable,
+                             min_lr_ratio=min_lr_ratio, decay_type="1-sqrt", warmup_type="linear")
+    return [sched.lr_lambdas[0](s) for s in range(steps)]
 
 
-def _call_counting(fn, case: Case):  # noqa: ANN001, ANN202
-    hidden, labels, weight, bias = case.args
-    head = _CountingHead(weight, bias)
-    loss = fn(hidden, labels, head)
-    if isinstance(loss, torch.Tensor):
-        loss = loss.detach()
-    return loss, head.rows
+def wsd_lr_reference(step: int, peak_lr: float, warmup: int, stable: int, decay: int,
+                     min_lr_ratio: float) -> float:
+    """``peak_lr`` x the multiplier of ``get_wsd_schedule(..., decay_type="1-sqrt")`` at ``step``."""
+    return peak_lr * _library_factors(warmup, stable, decay, min_lr_ratio, step + 1)[step]
 
 
-def _sparse_cases() -> list[Case]:
-    def case(B: int, T: int, C: int, V: int, frac: float) -> tuple:
-        labels = torch.randint(0, V, (B, T))
-        keep = torch.rand(B, T) < frac
-        keep[0, 0] = True  # at least one predicted token
-        labels = labels.masked_fill(~keep, IGNORE)
-        return torch.randn(B, T, C), labels, torch.randn(V, C) * 0.5, torch.randn(V) * 0.1
+def _every_step(fn: Any, case: Case) -> Any:
+    """The schedule at every step 0 ... end + 3, as a list (one call per step)."""
+    peak, warmup, stable, decay, ratio = case.args
+    if fn is wsd_lr_reference:  # the library's multipliers, computed once for all steps
+        factors = _library_factors(warmup, stable, decay, ratio, warmup + stable + decay + 4)
+        return [peak * f for f in factors]
+    return [fn(step, peak, warmup, stable, decay, ratio) for step in range(warmup + stable + decay + 4)]
 
+
+def _wsd(step, peak, warmup, stable, decay, ratio, *, warm_from_zero=False, sqrt_of_rest=False,
+         to_zero=False, clamp=True, plus_one=False):
+    floor = 0.0 if to_zero else ratio
+    if step < warmup:
+        progress = (step + (1 if plus_one else 0)) / max(1, warmup)
+        return peak * (progress if warm_from_zero else progress * (1 - floor) + floor)
+    if step < warmup + stable:
+        return peak
+    if step < warmup + stable + decay or not clamp:
+        progress = (step - warmup - stable) / max(1, decay)
+        factor = math.sqrt(max(0.0, 1 - progress)) if sqrt_of_rest else 1 - math.sqrt(progress)
+        return peak * (factor * (1 - floor) + floor)
+    return peak * floor
+
+
+def _wsd_cases() -> list[Case]:
     return [
-        Case("B=2, T=10, about 15 % masked", case(2, 10, 8, 13, 0.15)),
-        Case("B=3, T=7, about half masked", case(3, 7, 6, 11, 0.5)),
-        Case("a single masked token", case(1, 5, 4, 9, 0.0)),
+        Case("warm-up 4, stable 5, decay 8, floor 0.1", (3e-4, 4, 5, 8, 0.1)),
+        Case("no stable phase, floor 0", (1e-3, 3, 0, 6, 0.0)),
+        Case("long decay, floor 0.2", (0.01, 2, 3, 25, 0.2)),
     ]
 
 
-def _sparse_dense(hidden, labels, head):  # noqa: ANN001, ANN202
-    logits = head(hidden)                              # (B, T, V): the head at every position
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-
-
-def _sparse_mean_over_all(hidden, labels, head):  # noqa: ANN001, ANN202
-    selected = labels != IGNORE
-    return F.cross_entropy(head(hidden[selected]), labels[selected], reduction="sum") / labels.numel()
-
-
-def _sparse_sum(hidden, labels, head):  # noqa: ANN001, ANN202
-    selected = labels != IGNORE
-    return F.cross_entropy(head(hidden[selected]), labels[selected], reduction="sum")
-
-
-def _sparse_no_log_softmax(hidden, labels, head):  # noqa: ANN001, ANN202
-    selected = labels != IGNORE
-    logits = head(hidden[selected])
-    return -logits.gather(1, labels[selected, None]).mean()
-
-
-sparse_mlm_loss = register(Checker(
-    "sparse_mlm_loss", _sparse_reference, _sparse_cases,
-    call=_call_counting, axes=((), None),
+wsd_lr = register(Checker(
+    "wsd_lr", wsd_lr_reference, _wsd_cases, call=_every_step, atol=1e-12, rtol=1e-6,
     mistakes=[
-        Mistake(_sparse_dense, "the loss is right, but the head was applied at every position (B·T rows): "
-                               "select the masked rows first, `hidden[labels != -100]` (shape (N, C)), and give "
-                               "only those to the head — that is the whole saving."),
-        Mistake(_sparse_mean_over_all, "average over the masked tokens only (divide by their number N), not over "
-                                       "all B·T positions."),
-        Mistake(_sparse_sum, "return the mean over the masked tokens (F.cross_entropy's default reduction), "
-                             "not the sum."),
-        Mistake(_sparse_no_log_softmax, "the loss is the cross-entropy of the softmax of the logits: use "
-                                        "F.cross_entropy(logits, targets), which applies log-softmax."),
+        Mistake(lambda *a: _wsd(*a, warm_from_zero=True),
+                "this warm-up starts at 0; the schedule asked for starts at min_lr_ratio x peak_lr: "
+                "lr = peak x (progress x (1 - ratio) + ratio)."),
+        Mistake(lambda *a: _wsd(*a, sqrt_of_rest=True),
+                "the decay is 1 - sqrt(progress) (fast at first, then slow), not sqrt(1 - progress)."),
+        Mistake(lambda *a: _wsd(*a, to_zero=True),
+                "the decay ends at min_lr_ratio x peak_lr, not 0: rescale the factor, "
+                "factor x (1 - ratio) + ratio."),
+        Mistake(lambda *a: _wsd(*a, clamp=False),
+                "after the decay phase the rate stays at min_lr_ratio x peak_lr; the formula must not be "
+                "used past the end (sqrt of a progress > 1)."),
+        Mistake(lambda *a: _wsd(*a, plus_one=True),
+                "off by one in the warm-up: step 0 has progress 0 (step / warmup)."),
     ],
-    what="your sparse_mlm_loss",
+    what="your wsd_lr",
+))
+
+
+# =========================================================================== 3. gradient accumulation
+# model: a module mapping input_ids (b, T) to logits (b, T, V); micro_batches: a list of
+# (input_ids, labels) pairs, labels -100 where no prediction is asked. Leave in every parameter's
+# .grad the gradient of the whole batch's loss -- the mean cross-entropy over *all* its predicted
+# tokens -- with one forward and one backward per micro-batch. Return None.
+
+class TinyMLM(torch.nn.Module):
+    """Embedding -> tanh -> output layer: small, but every parameter gets a gradient."""
+
+    def __init__(self, vocab: int = 23, d_model: int = 8) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, d_model)
+        self.out = torch.nn.Linear(d_model, vocab)
+        self.rows_per_forward: list[int] = []  # what the checker inspects: one entry per forward
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        self.rows_per_forward.append(int(input_ids.shape[0]))
+        return self.out(torch.tanh(self.embed(input_ids)))  # (b, T, V)
+
+
+def _grads_and_rows(fn: Any, case: Case) -> Any:
+    """Run ``fn`` on a fresh seeded model; return (its gradients by name, largest forward batch)."""
+    seed, micro_batches = case.args
+    torch.manual_seed(seed)
+    model = TinyMLM()
+    out = fn(model, micro_batches)
+    grads = {name: (p.grad.detach().clone() if p.grad is not None else None) for name, p in model.named_parameters()}
+    rows = max(model.rows_per_forward, default=0)
+    return grads, rows, out
+
+
+def accumulate_mlm_grads_reference(model: torch.nn.Module, micro_batches: list) -> None:
+    """Each micro-batch's *sum* of token losses, divided by the whole batch's number of predicted
+    tokens, so that the accumulated gradient is that of the global mean."""
+    n_total = sum(int((labels != IGNORE).sum()) for _, labels in micro_batches)
+    for input_ids, labels in micro_batches:
+        logits = model(input_ids)                                          # (b, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        (loss / n_total).backward()
+
+
+def _acc_variant(model, micro_batches, *, mode="mean_of_means"):
+    if mode == "concat":
+        ids = torch.cat([i for i, _ in micro_batches])
+        labels = torch.cat([label for _, label in micro_batches])
+        F.cross_entropy(model(ids).flatten(0, 1), labels.flatten(), ignore_index=IGNORE).backward()
+        return None
+    n = len(micro_batches)
+    n_total = sum(int((labels != IGNORE).sum()) for _, labels in micro_batches)
+    for input_ids, labels in micro_batches:
+        logits = model(input_ids).flatten(0, 1)
+        if mode == "mean_of_means":
+            loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE) / n
+        elif mode == "sum_of_means":
+            loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE)
+        elif mode == "sum":
+            loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        elif mode == "all_positions":
+            loss = F.cross_entropy(logits, labels.flatten().clamp_min(0), reduction="sum") / n_total
+        loss.backward()
+    return None
+
+
+def _micro_batches(sizes: list[tuple[int, float]], T: int = 6, V: int = 23) -> list:
+    out = []
+    for b, frac in sizes:
+        ids = torch.randint(0, V, (b, T))
+        keep = torch.rand(b, T) < frac
+        keep[0, 0] = True  # at least one predicted token in every micro-batch
+        out.append((ids, ids.masked_fill(~keep, IGNORE)))
+    return out
+
+
+def _acc_cases() -> list[Case]:
+    return [
+        Case("3 micro-batches with 1, many and few predicted tokens", (1, _micro_batches([(2, 0.05), (2, 0.9), (2, 0.3)]))),
+        Case("micro-batches of different sizes", (2, _micro_batches([(1, 0.5), (4, 0.2)]))),
+        Case("a single micro-batch", (3, _micro_batches([(3, 0.4)]))),
+    ]
+
+
+accumulate_mlm_grads = register(Checker(
+    "accumulate_mlm_grads", accumulate_mlm_grads_reference, _acc_cases,
+    call=_grads_and_rows, atol=1e-6, rtol=1e-4, timeout=5.0,
+    mistakes=[
+        Mistake(lambda m, mb: _acc_variant(m, mb, mode="mean_of_means"),
+                "the mean of the micro-batches' means weights a token of a micro-batch with few predicted "
+                "tokens more than one of a full micro-batch: sum each micro-batch's token losses "
+                "(reduction='sum') and divide by the number of predicted tokens in the *whole* batch."),
+        Mistake(lambda m, mb: _acc_variant(m, mb, mode="sum_of_means"),
+                "backward() *adds* into .grad: summing each micro-batch's mean makes the gradient grow "
+                "with the number of micro-batches — and weights tokens unequally."),
+        Mistake(lambda m, mb: _acc_variant(m, mb, mode="sum"),
+                "divide the summed token losses by the number of predicted tokens in the whole batch "
+                "(count `labels != -100` over all micro-batches first)."),
+        Mistake(lambda m, mb: _acc_variant(m, mb, mode="all_positions"),
+                "only the predicted tokens (labels != -100) count: pass ignore_index=-100 to "
+                "F.cross_entropy (its default), and count only those tokens."),
+        Mistake(lambda m, mb: _acc_variant(m, mb, mode="concat"),
+                "the gradient is right, but you ran the whole batch in one forward: accumulation exists "
+                "to keep one micro-batch in memory at a time — one forward and backward per micro-batch."),
+    ],
+    what="your accumulate_mlm_grads",
 ))
