@@ -66,5 +66,6 @@ def test_unpinning_would_move_probability_to_never_seen_ids(lm, tok, pinned):
         as_saved = (hidden @ wte.T).softmax(-1)[:, pinned].sum(-1).mean().item()
         unpinned = (hidden @ random_rows.T).softmax(-1)[:, pinned].sum(-1).mean().item()
     assert as_saved < 1e-9
-    assert unpinned > 0.01
+    # how much depends on how peaked the model is (the 100-step trial model: 0.85); always far more
+    assert unpinned > 1e-4 and unpinned > 1e3 * as_saved
 
