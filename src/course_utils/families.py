@@ -217,9 +217,11 @@ def _shape(cfg: Any) -> dict[str, Any]:
     kv = get("num_key_value_heads", "num_kv_heads")
     if getattr(cfg, "multi_query", False):
         kv = 1
+    context = get("max_position_embeddings", "n_positions")
     return {"layers": layers, "d_model": get("hidden_size", "n_embd", "dim", "d_model"),
             "heads (q/kv)": f"{heads}/{kv or heads}", "vocabulary": get("vocab_size"),
-            "context": get("max_position_embeddings", "n_positions")}
+            # T5 and BLOOM have no position table: nothing in the architecture bounds the length
+            "context": f"{context:,}" if context else "no position table"}
 
 
 def family_table(names: list[str] | None = None) -> pd.DataFrame:

@@ -13,16 +13,22 @@ Each reference is the library's own code, not the course's:
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
+# Unlike other chapters' checkers, these references *are* transformers' code, imported here rather
+# than inside the functions: the import costs about a second of CPU once, and it belongs to loading
+# this module (which happens only when a Chapter 7 check is asked for), not to the first check's
+# time limit. Chapter 7's notebook has imported transformers long before its exercises.
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.t5.modeling_t5 import T5Attention
 
 from .core import Case, Checker, Mistake, register
 
 
 # --------------------------------------------------------------------------- T5 buckets
 def _t5_reference(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
-    from transformers.models.t5.modeling_t5 import T5Attention
-
     return T5Attention._relative_position_bucket(relative_position, bidirectional=bidirectional,
                                                  num_buckets=num_buckets, max_distance=max_distance)
 
@@ -102,9 +108,6 @@ t5_bucket = register(Checker(
 
 # --------------------------------------------------------------------------- Llama 3.1 RoPE scaling
 def _llama3_reference(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position):  # noqa: ANN001, ANN202
-    from transformers import LlamaConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
     config = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
                          max_position_embeddings=int(original_max_position * factor),
                          rope_parameters={"rope_type": "llama3", "rope_theta": float(base), "factor": float(factor),
@@ -179,6 +182,7 @@ llama3_inv_freq = register(Checker(
 
 
 # --------------------------------------------------------------------------- Mixtral active parameters
+@lru_cache(maxsize=1)  # a meta build of Mixtral takes a moment; the counts never change
 def _mixtral_counts() -> dict[str, int]:
     from ..families import build_on_meta
 
