@@ -108,3 +108,32 @@ def test_mixtral_active():
     assert "embedding table" in r.hint
     assert check.mixtral_active_params(None).stage == "type"
     assert check.mixtral_active_params(float(counts["active"])).stage in {"type", "value"}
+
+
+def student_position_bias(bias_table, query_length, key_length, bidirectional=True, max_distance=128):
+    q_pos = torch.arange(key_length - query_length, key_length)[:, None]
+    k_pos = torch.arange(key_length)[None, :]
+    buckets = student_bucket(k_pos - q_pos, bidirectional, bias_table.size(0), max_distance)
+    return bias_table[buckets].permute(2, 0, 1)[None]
+
+
+def test_position_bias_correct_passes():
+    result = check.t5_position_bias(student_position_bias)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("wrong,fragment", [
+    (ch07._bias_transposed, "transposing"),
+    (ch07._bias_sign, "key position − query position"),
+    (ch07._bias_always_bidirectional, "pass `bidirectional` on"),
+    (ch07._bias_top_left, "the *last* T positions"),
+])
+def test_position_bias_mistakes_get_their_hint(wrong, fragment):
+    result = check.t5_position_bias(wrong)
+    assert not result.passed
+    assert result.hint is not None and fragment in result.hint, result.message
+
+
+def test_position_bias_wrong_layout_is_a_shape_error():
+    r = check.t5_position_bias(lambda table, T, S, *a, **k: student_position_bias(table, T, S, *a, **k)[0].permute(1, 2, 0))
+    assert r.stage == "shape"

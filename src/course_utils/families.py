@@ -128,7 +128,8 @@ FAMILIES: list[Family] = [
            dict(_LLAMA_LIKE, vocab_size=32000, max_position_embeddings=32768, rope_theta=1e6,
                 num_local_experts=8, num_experts_per_tok=2),
            "decoder", "next-token prediction", "RoPE (θ = 1,000,000)",
-           "GQA 32/8; 8 expert MLPs per layer, 2 used per token", 46.7e9, "46.7B (Jiang et al., 2024)", gated=True),
+           "GQA 32/8; 8 expert MLPs per layer, 2 used per token", 46.7e9, "46.7B (Mistral AI's announcement)",
+           gated=True),
 ]
 
 _BY_NAME = {f.name: f for f in FAMILIES}

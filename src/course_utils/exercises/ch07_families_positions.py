@@ -4,6 +4,8 @@ Each reference is the library's own code, not the course's:
 
 * ``check.t5_bucket(fn)``: ``fn(relative_position, bidirectional=True, num_buckets=32,
   max_distance=128)`` against ``transformers``' ``T5Attention._relative_position_bucket``.
+* ``check.t5_position_bias(fn)``: ``fn(bias_table, query_length, key_length, bidirectional=True,
+  max_distance=128)`` against ``T5Attention.compute_bias`` (queries are the last T of S positions).
 * ``check.llama3_inv_freq(fn)``: ``fn(head_dim, base, factor, low_freq_factor, high_freq_factor,
   original_max_position)`` against ``transformers``' ``rope_type="llama3"`` initialisation
   (``ROPE_INIT_FUNCTIONS["llama3"]``), the RoPE rescaling of Llama 3.1.
@@ -22,6 +24,7 @@ import torch
 # time limit. Chapter 7's notebook has imported transformers long before its exercises.
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers import T5Config
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from .core import Case, Checker, Mistake, register
@@ -103,6 +106,73 @@ t5_bucket = register(Checker(
     ],
     atol=0, rtol=0,
     what="your t5_bucket",
+))
+
+
+# --------------------------------------------------------------------------- T5's position bias
+def _bias_reference(bias_table, query_length, key_length, bidirectional=True, max_distance=128,  # noqa: ANN001, ANN202
+                    *, aligned=True):
+    num_buckets, n_heads = bias_table.shape
+    config = T5Config(d_model=8 * n_heads, d_kv=8, num_heads=n_heads, relative_attention_num_buckets=num_buckets,
+                      relative_attention_max_distance=max_distance, is_decoder=not bidirectional)
+    attention = T5Attention(config, has_relative_attention_bias=True)
+    with torch.no_grad():
+        attention.relative_attention_bias.weight.copy_(bias_table)
+        past = key_length - query_length if aligned else 0   # a cache holds the first S - T positions
+        return attention.compute_bias(query_length, key_length, past_seen_tokens=past)
+
+
+def _bias_top_left(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+    return _bias_reference(bias_table, query_length, key_length, bidirectional, max_distance, aligned=False)
+
+
+def _bias_from(relative: torch.Tensor, bias_table, bidirectional, max_distance):  # noqa: ANN001, ANN202
+    buckets = _t5_reference(relative, bidirectional, bias_table.size(0), max_distance)
+    return bias_table[buckets].permute(2, 0, 1)[None]
+
+
+def _positions(query_length: int, key_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.arange(key_length - query_length, key_length)[:, None], torch.arange(key_length)[None, :]
+
+
+def _bias_sign(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+    q, k = _positions(query_length, key_length)
+    return _bias_from(q - k, bias_table, bidirectional, max_distance)
+
+
+def _bias_always_bidirectional(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+    q, k = _positions(query_length, key_length)
+    return _bias_from(k - q, bias_table, True, max_distance)
+
+
+def _bias_transposed(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+    return _bias_reference(bias_table, query_length, key_length, bidirectional, max_distance).transpose(-2, -1)
+
+
+def _bias_cases() -> list[Case]:
+    return [
+        Case("encoder: T = S = 10, 32 buckets, 4 heads", (torch.randn(32, 4), 10, 10)),
+        Case("encoder: T = S = 40, 8 buckets, max_distance 20", (torch.randn(8, 3), 40, 40), {"max_distance": 20}),
+        Case("decoder: T = S = 12, 16 buckets", (torch.randn(16, 2), 12, 12), {"bidirectional": False}),
+        Case("decoder with a cache: 3 new queries, 50 keys", (torch.randn(32, 4), 3, 50), {"bidirectional": False}),
+    ]
+
+
+t5_position_bias = register(Checker(
+    "t5_position_bias", _bias_reference, _bias_cases,
+    axes=("batch", "heads", "query", "key"),
+    mistakes=[
+        Mistake(_bias_sign, "the relative position is key position − query position (memory − context in T5's "
+                            "code), not the other way round; with T = S that is the same as transposing the "
+                            "(T, S) matrix: rows are queries, columns keys."),
+        Mistake(_bias_transposed, "the result is transposed: rows are queries, columns keys, (1, n_heads, T, S)."),
+        Mistake(_bias_always_bidirectional, "pass `bidirectional` on to the buckets: a decoder puts every key after "
+                                            "the query into bucket 0."),
+        Mistake(_bias_top_left, "with a cache (T < S) the T queries are the *last* T positions: query i sits at "
+                                "position S − T + i (T5's compute_bias gets past_seen_tokens = S − T)."),
+    ],
+    atol=0, rtol=0,
+    what="your t5_position_bias",
 ))
 
 
