@@ -115,7 +115,7 @@ def _bias_reference(bias_table, query_length, key_length, bidirectional=True, ma
     num_buckets, n_heads = bias_table.shape
     config = T5Config(d_model=8 * n_heads, d_kv=8, num_heads=n_heads, relative_attention_num_buckets=num_buckets,
                       relative_attention_max_distance=max_distance, is_decoder=not bidirectional)
-    attention = T5Attention(config, has_relative_attention_bias=True)
+    attention = T5Attention(config, has_relative_attention_bias=True, layer_idx=0)  # layer_idx: no warning
     with torch.no_grad():
         attention.relative_attention_bias.weight.copy_(bias_table)
         past = key_length - query_length if aligned else 0   # a cache holds the first S - T positions
