@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for rep in range(args.repeats):
             r = run_row(prep, row, seed=rep, cap_seconds=row_cap, device=device,
-                        eval_interval=max(0.5, row_cap / 120))
+                        eval_interval=max(1.0, row_cap / 60))
             runs.append(r)
             if r.time_to_target is None:
                 break  # not reached within the cap: another seed would only say the same
