@@ -197,14 +197,24 @@ class Worker:
                 except json.JSONDecodeError:
                     return None
 
-    def stop(self) -> None:
-        if self.proc is not None:
+    def stop(self, graceful: bool = False) -> None:
+        """Stop the worker: killed (after a time-out) or, when ``graceful``, asked to finish."""
+        if self.proc is None:
+            return
+        if graceful and self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # the worker's loop ends
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
             _kill_group(self.proc.pid)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-            self.proc = None
+        self.proc = None
 
 
 def run_submission(sub: Submission, expected: list[str], limits: Limits, worker: Worker, folder: Path,
@@ -251,7 +261,8 @@ def _reason_missing(exercise: str, status: dict[str, Any]) -> str:
         text = f"not graded: {status.get('message')}"
         return text
     else:
-        text = f"the check cell (cell {cell}) did not run to the check"
+        text = (f"the check cell (cell {cell}) ran, but check.{exercise} handed nothing to the grader (was `check` "
+                "replaced or redefined in the notebook?)")
     parts = [text.rstrip(".") + "."]
     stopped_cells = [c for c in status.get("stopped_cells", []) if c != cell]
     if stopped_cells:
@@ -384,7 +395,7 @@ def grade_folder(folder: Path, out: Path, feedback_dir: Path | None = None, *, e
             rows = [row for sub_rows in pool.map(one, enumerate(subs)) for row in sub_rows]
     finally:
         while not workers.empty():
-            workers.get().stop()
+            workers.get().stop(graceful=True)
         shutil.rmtree(root, ignore_errors=True)
     if progress:
         print(_isolation_line(reports[0] if reports else None), file=sys.stderr, flush=True)
