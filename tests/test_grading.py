@@ -333,3 +333,46 @@ def test_student_cli(tmp_path, capsys):
     nbformat.write(_nb(("md", START)), broken)
     assert student.main(["--book", str(root), "--out", str(out)]) == 1
     assert "02_broken.ipynb, cell 0: solution-start is never closed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the grader's judging path
+
+def _remote(name: str, fn, tmp: Path, seed: int = 0):
+    """What the grader concludes about ``fn`` for ``check.<name>``: the kernel's side (the driver)
+    and the grader's side (decode + judge) run here in one process, on the grader's inputs."""
+    from course_utils.exercises import _driver, _grade_worker, _plain, core
+
+    exam = _grade_worker.Exam.build(name, seed)
+    inputs = tmp / f"in-{name}.pt"
+    inputs.write_bytes(exam.inputs)
+    core._SUBMITTED[name] = fn
+    try:
+        _driver.serve(name, str(inputs), str(tmp / f"out-{name}"))
+    finally:
+        core._SUBMITTED.pop(name, None)
+    document, tensors = _plain.load(tmp / f"out-{name}")
+    return _grade_worker.judge(exam, document, tensors, [])
+
+
+def _registered():
+    from course_utils.exercises import core
+
+    return [core.get_checker(n) for n in core.registered_names()]
+
+
+@pytest.mark.parametrize("checker", _registered(), ids=lambda c: c.name)
+def test_the_grader_agrees_with_the_notebook_check(checker, tmp_path):
+    """For every registered checker: the reference passes through the grader's path, and each
+    known mistake gets the same hint there as in the notebook."""
+    from course_utils.exercises import core
+
+    submit = (lambda fn: checker._seeded(fn)) if checker.kind == "value" else (lambda fn: fn)
+    result = _remote(checker.name, submit(checker.reference), tmp_path, checker.seed)
+    assert result is not None and result.passed, result
+    assert result.message == checker._run(submit(checker.reference)).message
+    for mistake in checker.mistakes:  # on the checker's own seed, the grader says what the notebook says
+        local = checker._run(submit(mistake.fn))
+        remote = _remote(checker.name, submit(mistake.fn), tmp_path, checker.seed)
+        assert (remote.passed, remote.stage, remote.hint, remote.message) == (
+            local.passed, local.stage, local.hint, local.message)
+    assert core._SUBMITTED == {}

@@ -295,9 +295,9 @@ def course_names_used(sources: list[str]) -> set[str]:
 # --------------------------------------------------------------------------- running one notebook
 
 def _sandbox_km(sandbox_args: list[str]):
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
 
-    class SandboxKernelManager(KernelManager):
+    class SandboxKernelManager(AsyncKernelManager):  # async, as nbclient drives it (interrupts included)
         def format_kernel_cmd(self, extra_arguments=None):  # noqa: ANN001, ANN201
             cmd = super().format_kernel_cmd(extra_arguments)
             return [sys.executable, "-I", SANDBOX, *sandbox_args, "--", *cmd]
