@@ -302,3 +302,39 @@ def test_a_kernel_sees_only_its_own_notebook(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [(r["student"], r["passed"]) for r in rows] == [("ann", "1"), ("ben", "1")], rows
     assert "isolation: read-only file system; hidden: " in proc.stderr and "no network" in proc.stderr
+
+
+# --------------------------------------------------------------------------- without a sandbox
+
+UNISOLATED = ["right", "wrong", "forged_records", "patched_core", "patched_torch", "lying_objects",
+              "printed_passes", "exit_after_faking", "kill_parent", "calls_reference"]
+
+
+@pytest.fixture(scope="module")
+def attacked_unisolated(tmp_path_factory):
+    """The same attacks where the OS gives no namespaces (macOS, a locked-down container):
+    the verdicts are still made outside the kernel, so none of them may pass."""
+    tmp = tmp_path_factory.mktemp("attacks_off")
+    handout = _handout(tmp)
+    subs = tmp / "submissions"
+    subs.mkdir()
+    for name in UNISOLATED:
+        nbformat.write(_submission(handout, **SUBMISSIONS[name]), subs / f"{name}.ipynb")
+    out = tmp / "results.csv"
+    cmd, env = grade_command(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
+                             "--isolation", "off")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(r["student"], r["exercise"]): r["passed"] for r in rows}, proc
+
+
+def test_without_isolation_the_attacks_still_grade_zero(attacked_unisolated):
+    rows, proc = attacked_unisolated
+    assert "isolation: NONE — isolation turned off (--isolation off)" in proc.stderr
+    grades = {name: (rows[name, CP], rows[name, SM]) for name in UNISOLATED}
+    assert grades == {"right": ("1", "1"), "wrong": ("0", "0"), "forged_records": ("0", "0"),
+                      "patched_core": ("0", "0"), "patched_torch": ("0", "0"), "lying_objects": ("0", "0"),
+                      "printed_passes": ("0", "0"), "exit_after_faking": ("0", "0"), "kill_parent": ("0", "0"),
+                      "calls_reference": ("0", "1")}
