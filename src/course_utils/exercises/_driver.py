@@ -3,13 +3,15 @@ inputs and write back what it returned, as plain data.
 
 Runs in the student's (untrusted) kernel, so nothing here decides a grade: it only reports
 what happened -- the outputs, exceptions, time-outs, prints, the inputs after the call (to
-see in-place changes) and which course_utils functions the student's own code called. The
+see in-place changes) and, from one more traced run of the first case, which course_utils
+functions the student's own code called. The
 grader (:mod:`._grade_worker`) reads that as plain data (:mod:`._plain`) and judges it in
 its own process. A student who patches this module only changes what their own function
 appears to return, which is no different from writing that function.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import traceback
@@ -48,6 +50,14 @@ def _profiled(calls: set[str], fn: Callable[[], Any]) -> Any:
         sys.setprofile(previous)
 
 
+def _copyable(case: Any) -> bool:
+    try:
+        copy.deepcopy(case)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
     try:
         message = str(exc)
@@ -79,7 +89,7 @@ def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: 
                              "name": str(getattr(obj, "__name__", ""))[:100]}
     if checker.kind == "value":
         document["status"] = "ok"
-        document["value"] = encoder(obj)
+        document["value"] = encoder.top(obj)
         return
     if not callable(obj):
         document["status"] = "misuse"
@@ -88,16 +98,22 @@ def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: 
     results = []
     for case_name, args, kwargs in cases:
         given = Case(case_name, args, kwargs)
-        calls: set[str] = set()
-        outcome = run_limited(lambda: _profiled(calls, lambda: checker._seeded(lambda: checker.call(obj, given))),
-                              checker.timeout)
+        outcome = run_limited(lambda: checker._seeded(lambda: checker.call(obj, given)), checker.timeout)
         entry: dict[str, Any] = {"timed_out": outcome.timed_out, "seconds": outcome.seconds,
-                                 "printed": outcome.printed[-4000:], "calls": sorted(calls)}
+                                 "printed": outcome.printed[-4000:]}
         if outcome.error is not None:
             entry["error"] = _error(outcome.error)
         elif not outcome.timed_out:
-            entry["value"] = encoder(outcome.value)
-            entry["after"] = encoder((tuple(given.args), dict(given.kwargs)))
+            entry["value"] = encoder.top(outcome.value)
+            entry["after"] = encoder.top((tuple(given.args), dict(given.kwargs)), inputs=True)
         results.append(entry)
     document["status"] = "ok"
     document["cases"] = results
+    if cases and all("value" in entry for entry in results):
+        # Which course_utils functions does the function call? One more run of the first case,
+        # traced, outside the timed runs (tracing slows Python-heavy code several times over).
+        calls: set[str] = set()
+        name, args, kwargs = copy.deepcopy(cases[0]) if _copyable(cases[0]) else cases[0]
+        run_limited(lambda: _profiled(calls, lambda: checker._seeded(lambda: checker.call(obj, Case(name, args, kwargs)))),
+                    10 * checker.timeout)
+        document["calls"] = sorted(calls)

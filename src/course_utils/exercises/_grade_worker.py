@@ -115,7 +115,7 @@ class Exam:
         else:
             exam.cases = checker.make_cases(seed)
             exam.expected = [_plain.roundtrip(checker.expected(case)) for case in exam.cases]
-            exam.before = [_plain.roundtrip((tuple(c.args), dict(c.kwargs))) for c in exam.cases]
+            exam.before = [_plain.roundtrip((tuple(c.args), dict(c.kwargs)), inputs=True) for c in exam.cases]
             if exam.cases:
                 first = exam.cases[0]
                 keys |= _direct_callees(checker, lambda: checker.expected(first))
@@ -198,14 +198,14 @@ def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor]
     entries = document.get("cases")
     if not isinstance(entries, list):
         raise _plain.PlainError("no cases in the answer")
+    used = _used_keys(document.get("calls"), exam, sub_name)
+    if used:
+        return not_own_work(checker, used, "your function calls")
     for i, case in enumerate(exam.cases):
         if i >= len(entries) or not isinstance(entries[i], dict):
             outcome = Outcome(timed_out=True)
             return checker.judge_case(case, exam.expected[i], outcome, None)
         entry = entries[i]
-        used = _used_keys(entry.get("calls"), exam, sub_name)
-        if used:
-            return not_own_work(checker, used, "your function calls")
         outcome = Outcome(timed_out=bool(entry.get("timed_out")), printed=str(entry.get("printed", ""))[-4000:])
         mutated = None
         if isinstance(entry.get("error"), dict):
@@ -217,10 +217,15 @@ def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor]
             outcome.value = _plain.decode(entry.get("value"), tensors)
             if not checker.allow_mutation:
                 after = _plain.decode(entry.get("after"), tensors)
-                if isinstance(after, tuple) and len(after) == 2:
+                if isinstance(after, tuple) and len(after) == 2 and isinstance(after[0], tuple) \
+                        and isinstance(after[1], dict):
                     before_args, before_kwargs = exam.before[i]
-                    mutated = checker._mutated(Case(case.name, before_args, before_kwargs),
-                                               Case(case.name, tuple(after[0]), dict(after[1])))
+                    # An input the grader cannot see into (an Opaque object) is not compared.
+                    seen = lambda b, a: (None, None) if isinstance(b, _plain.Opaque) else (b, a)  # noqa: E731
+                    pairs = [seen(b, a) for b, a in zip(before_args, after[0])]
+                    kw = {k: seen(v, after[1].get(k)) for k, v in before_kwargs.items()}
+                    mutated = checker._mutated(Case(case.name, tuple(p[0] for p in pairs), {k: v[0] for k, v in kw.items()}),
+                                               Case(case.name, tuple(p[1] for p in pairs), {k: v[1] for k, v in kw.items()}))
         failed = checker.judge_case(case, exam.expected[i], outcome, mutated, prepare=_plain.roundtrip)
         if failed is not None:
             return failed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,20 @@ def opaque(type_name: str, text: str) -> Opaque:
 # --------------------------------------------------------------------------- kernel side
 
 class _Encoder:
+    """Turns values into JSON trees; every tensor goes into ``tensors`` (one safetensors file).
+
+    ``top(obj)`` encodes one value with its own size budget; ``top(obj, inputs=True)`` encodes
+    a function's inputs to see in-place changes, where a read-only mapping (not a dict, e.g. a
+    30,000-token vocabulary) is only named: it cannot have been changed, and is big."""
+
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
         self.nodes = 0
+        self.inputs = False
+
+    def top(self, obj: Any, inputs: bool = False) -> Any:
+        self.nodes, self.inputs = 0, inputs
+        return self(obj)
 
     def tensor(self, t: torch.Tensor, kind: str = "tensor") -> dict[str, Any]:
         # Read the raw storage of the base class: a subclass's __torch_function__ is not consulted.
@@ -116,6 +128,15 @@ class _Encoder:
             return {"t": "list", "v": [self(x, depth + 1) for x in list.__iter__(obj)]}
         if isinstance(obj, dict):
             return {"t": "dict", "v": [[self(k, depth + 1), self(v, depth + 1)] for k, v in dict.items(obj)]}
+        if isinstance(obj, Mapping) and self.inputs:
+            return {"t": "object", "type": "read-only mapping", "repr": type(obj).__name__}
+        if isinstance(obj, Mapping):  # a read-only vocabulary, a config ...: its items
+            try:
+                items = [[self(k, depth + 1), self(obj[k], depth + 1)] for k in list(obj)[:MAX_NODES]]
+            except Exception:  # noqa: BLE001 - a student's mapping that fails to iterate
+                items = None
+            if items is not None:
+                return {"t": "dict", "v": items}
         if isinstance(obj, torch.nn.Module):
             try:
                 state = dict(obj.state_dict())
@@ -129,10 +150,10 @@ class _Encoder:
         return {"t": "object", "type": type(obj).__name__, "repr": text[:200]}
 
 
-def encode(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+def encode(obj: Any, inputs: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
     """``(json_tree, tensors)``: ``obj`` as plain data (used in the student's kernel)."""
     enc = _Encoder()
-    tree = enc(obj)
+    tree = enc.top(obj, inputs)
     return tree, enc.tensors
 
 
@@ -242,10 +263,10 @@ class ModuleState(dict):
         self.type_name = type_name
 
 
-def roundtrip(obj: Any) -> Any:
+def roundtrip(obj: Any, inputs: bool = False) -> Any:
     """``decode(encode(obj))`` in one process: the grader's own values in the same plain form
     as the student's, so that both sides are compared alike."""
-    tree, tensors = encode(obj)
+    tree, tensors = encode(obj, inputs)
     tensors = {k: v.clone() for k, v in tensors.items()}
     return decode(json.loads(json.dumps(tree, allow_nan=True)), tensors)
 

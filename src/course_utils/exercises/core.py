@@ -349,7 +349,7 @@ class Checker:
             if mutated:
                 text += f" (Also: {self.what} changed its input `{mutated}` in place.)"
             return self._fail(problem.stage, text + _printed(outcome), case,
-                              self._diagnose(case, outcome.value, prepare))
+                              self._hint(case, outcome.value, prepare))
         if mutated:
             return self._fail("mutation", f"{self.what} changed its input `{mutated}` in place — work on a "
                                           "copy or use out-of-place operations (`x = x + 1`, not `x += 1`; "
@@ -418,6 +418,12 @@ class Checker:
             if not same_input(before, given.kwargs.get(key)):
                 return key
         return None
+
+    def _hint(self, case: Case, got: Any, prepare: Callable[[Any], Any] | None) -> str | None:
+        # A checker subclass may override _diagnose(case, got) without ``prepare``.
+        if prepare is not None and "prepare" in inspect.signature(self._diagnose).parameters:
+            return self._diagnose(case, got, prepare=prepare)
+        return self._diagnose(case, got)
 
     def _diagnose(self, case: Case, got: Any, prepare: Callable[[Any], Any] | None = None) -> str | None:
         """The hint of the first known mistake whose output equals the student's."""
