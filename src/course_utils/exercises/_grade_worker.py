@@ -328,7 +328,7 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
     folder = Path(task["dir"])
     limits = task["limits"]
     box, io_dir, run = folder / "box", folder / "io", folder / "run"
-    for d in (box, io_dir, run, run / "home"):
+    for d in (box, io_dir, run, run / "home", run / "tmp"):
         d.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(folder / "submission.ipynb", as_version=4)
     status: dict[str, Any] = {"status": "running", "cell": None, "cell_errors": {}, "stopped_cells": [],
@@ -358,7 +358,7 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_"))}
     env.update({GRADING_ENV: "1", "COURSE_EXERCISES_STRICT": "0", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
                 "TOKENIZERS_PARALLELISM": "false", "HOME": str(run / "home"), "IPYTHONDIR": str(run / "ipython"),
-                "MPLCONFIGDIR": str(run / "mpl"), "JUPYTER_RUNTIME_DIR": str(run / "rt"),
+                "MPLCONFIGDIR": str(run / "mpl"), "JUPYTER_RUNTIME_DIR": str(run / "rt"), "TMPDIR": str(run / "tmp"),
                 "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONDONTWRITEBYTECODE": "1"})
     report = folder / "sandbox.json"
     sandbox_args = ["--report", str(report), "--cwd", str(box), "--rw", str(box), "--rw", str(io_dir),
@@ -388,8 +388,8 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
                     self.overflow_cell = cell_index
                     asyncio.ensure_future(self._interrupt())
                 return None  # drop it: memory stays bounded
-            if cell_index == scratch:
-                return None  # the grader's own cells: their output is not kept
+            if cell_index == scratch and msg.get("header", {}).get("msg_type") != "error":
+                return None  # the grader's own cells: only an error is kept (to say why)
             return super().output(outs, msg, display_id, cell_index)
 
         async def _interrupt(self) -> None:
@@ -438,10 +438,12 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
         try:
             document, tensors = _plain.load(out)
         except _plain.PlainError as exc:
+            errors = [f"{o.get('ename')}: {str(o.get('evalue', ''))[:200]}" for o in cell.outputs
+                      if o.get("output_type") == "error"]
+            why = f"the grader's call raised {errors[0]}" if errors else "the grader's call was stopped or the kernel failed"
             verdicts[name] = {"passed": False, "final": False,
                               "message": exam.checker._fail("internal", f"your function's answer did not reach the "
-                                                                        f"grader ({exc}; the grader's call was stopped "
-                                                                        f"or the kernel failed)").message}
+                                                                        f"grader ({exc}; {why})").message}
             return
         static = sorted(used_names & exam.keys)
         try:

@@ -4,7 +4,7 @@
 -- COMMAND ...`` runs COMMAND (the kernel) in new mount, network, IPC and PID namespaces:
 
 * the whole file system is read-only, except the ``--rw`` folders (its own working folder and
-  the grader's exchange folder) and fresh, empty ``/tmp``, ``/var/tmp`` and ``/dev/shm``;
+  the grader's exchange folder); ``/dev/shm`` and ``/run`` are fresh and empty;
 * every ``--hide`` folder (the submissions, the grader's output and working folders) is
   covered by an empty one: other students' notebooks and results cannot be read or written;
 * no network interface but a loopback that is down (the kernel talks to the grader over
@@ -122,7 +122,9 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any]) -> bool:
             readonly_failed.append(point)
     if readonly_failed:
         report["problems"].append(f"could not make read-only: {', '.join(readonly_failed[:5])}")
-    for path in ["/tmp", "/var/tmp", "/dev/shm", "/run"]:  # /run: system sockets (D-Bus, Docker ...)
+    # /tmp stays visible but read-only (a checkout or a venv may live there; the grader sets
+    # TMPDIR to the kernel's own folder); /run holds system sockets (D-Bus, Docker ...).
+    for path in ["/dev/shm", "/run"]:
         if os.path.isdir(path) and not os.path.islink(path):
             _hide(path, "1777")
     for path in hide:
