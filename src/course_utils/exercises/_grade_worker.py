@@ -310,6 +310,20 @@ def _sandbox_km(sandbox_args: list[str]):
     return SandboxKernelManager
 
 
+def _import_paths(env: dict[str, str]) -> list[str]:
+    """Folders the kernel needs to see even under an emptied /tmp: Python's paths and caches."""
+    paths = [p for p in sys.path if p]
+    paths += env.get("PYTHONPATH", "").split(os.pathsep)
+    paths += [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    paths += [env[k] for k in ("COURSE_CACHE", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME", "XDG_CACHE_HOME") if env.get(k)]
+    out: list[str] = []
+    for p in paths:
+        real = os.path.realpath(p) if p else ""
+        if real and os.path.isdir(real) and real not in out:
+            out.append(real)
+    return out
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -365,6 +379,8 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
                     "--rw", str(run)]
     for hidden in task.get("hide", []):
         sandbox_args += ["--hide", hidden]
+    for keep in _import_paths(env):
+        sandbox_args += ["--ro", keep]
     if task.get("isolation") == "off":
         sandbox_args.append("--off")
     elif task.get("isolation") == "required":

@@ -4,7 +4,8 @@
 -- COMMAND ...`` runs COMMAND (the kernel) in new mount, network, IPC and PID namespaces:
 
 * the whole file system is read-only, except the ``--rw`` folders (its own working folder and
-  the grader's exchange folder); ``/dev/shm`` and ``/run`` are fresh and empty;
+  the grader's exchange folder); ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run`` are empty
+  (except the ``--ro`` folders under them: where Python finds its packages, the model cache);
 * every ``--hide`` folder (the submissions, the grader's output and working folders) is
   covered by an empty one: other students' notebooks and results cannot be read or written;
 * no network interface but a loopback that is down (the kernel talks to the grader over
@@ -94,7 +95,13 @@ def _bind_rw(fd: int, path: str) -> None:
     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
 
 
-def isolate(rw: list[str], hide: list[str], report: dict[str, Any]) -> bool:
+def _bind_ro(fd: int, path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: list[str] = ()) -> bool:
     """Enter the namespaces and set up the mounts (in this process); False if unavailable."""
     if not sys.platform.startswith("linux"):
         report["problems"].append(f"no namespaces on {sys.platform}")
@@ -114,6 +121,7 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any]) -> bool:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Opened in the new mount namespace, so that they can be bound back after the hiding.
     fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in rw}
+    ro_fds = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in ro if os.path.isdir(path)}
     readonly_failed = []
     for point, keep in _mount_points():
         try:
@@ -122,11 +130,16 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any]) -> bool:
             readonly_failed.append(point)
     if readonly_failed:
         report["problems"].append(f"could not make read-only: {', '.join(readonly_failed[:5])}")
-    # /tmp stays visible but read-only (a checkout or a venv may live there; the grader sets
-    # TMPDIR to the kernel's own folder); /run holds system sockets (D-Bus, Docker ...).
-    for path in ["/dev/shm", "/run"]:
+    # Shared scratch space (other users' and other grading runs' files) is emptied; /run holds
+    # system sockets (D-Bus, Docker ...). What the kernel needs to import from there (a checkout
+    # or a venv in /tmp: the --ro paths) comes back read-only, then the --hide folders go.
+    for path in ["/tmp", "/var/tmp", "/dev/shm", "/run"]:
         if os.path.isdir(path) and not os.path.islink(path):
             _hide(path, "1777")
+    for path, fd in ro_fds.items():
+        if not os.path.isdir(path):  # under an emptied folder: bring it back
+            _bind_ro(fd, path)
+        os.close(fd)
     for path in hide:
         if os.path.isdir(path):
             _hide(path)
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cwd", required=True)
     parser.add_argument("--rw", action="append", default=[])
     parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("--ro", action="append", default=[], help="folders to keep visible (read-only)")
     parser.add_argument("--off", action="store_true", help="no isolation (say so in the report)")
     parser.add_argument("--require", action="store_true", help="fail when isolation is unavailable")
     args = parser.parse_args(argv[:split])
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             isolated = isolate([os.path.realpath(p) for p in args.rw], [os.path.realpath(p) for p in args.hide],
-                               report)
+                               report, [os.path.realpath(p) for p in args.ro])
         except OSError as exc:
             report["problems"].append(f"isolation failed part-way ({exc}); the kernel was not started")
             _finish(report_file, report)

@@ -361,6 +361,7 @@ def grade_folder(folder: Path, out: Path, feedback_dir: Path | None = None, *, e
     if progress:
         print(f"inputs made with seed {seed} (--seed {seed} makes the same ones again)", file=sys.stderr, flush=True)
     root = Path(tempfile.mkdtemp(prefix="grade-"))
+    feedback_dir.mkdir(parents=True, exist_ok=True)  # exists from the start, so that kernels never see it
     checker_specs = [str(Path(c).resolve()) if c.endswith(".py") else c for c in checkers]
     options = {"seed": seed, "isolation": isolation, "checkers": checker_specs,
                "hide": [str(folder.resolve()), str(feedback_dir), str(root)]}
