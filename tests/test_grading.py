@@ -1,13 +1,16 @@
 """The instructor workflow end to end: book notebook -> student edition -> submissions -> CSV.
 
 The fixture chapter (tests/fixtures/exercises/chapter_demo.ipynb) has two exercises: the
-real ``check.count_parameters`` (chapter 1) and ``check.demo_softmax``, a checker the notebook
-registers itself. Submissions are the student edition with the stubs filled in (right,
-wrong, or sabotaged), plus two malformed files. Every submission runs in its own kernel.
+real ``check.count_parameters`` (chapter 1) and ``check.demo_softmax``, from the fixture's own
+checker module (demo_checkers.py, given to the grader with ``--checkers``). Submissions are
+the student edition with the stubs filled in (right, wrong, or sabotaged), plus two malformed
+files. Every submission runs in its own kernel; the verdicts are made in the grader's process
+(tests/test_grading_attacks.py tries to forge them).
 """
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +23,16 @@ from course_utils.exercises import grade, student
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exercises"
 BOOK_NB = FIXTURES / "chapter_demo.ipynb"
+DEMO_CHECKERS = FIXTURES / "demo_checkers.py"
+
+
+def grade_command(subs: Path, out: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """The grader's command line for the fixture (its checker module on the kernels' path too)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(FIXTURES), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "course_utils.exercises.grade", str(subs), "--out", str(out),
+           "--checkers", str(DEMO_CHECKERS), "--seed", "0", *extra]
+    return cmd, env
 
 COUNT_OK = "def count_parameters(model):\n    return sum(p.numel() for p in model.parameters())\n"
 COUNT_STATE_DICT = "def count_parameters(model):\n    return sum(t.numel() for t in model.state_dict().values())\n"
@@ -70,9 +83,9 @@ def graded(tmp_path_factory):
     write("kim.ipynb", _submission(handout, ["def count_parameters(model):\n    while True:\n        pass\n",
                                              SOFTMAX_OK]))
     out = tmp / "results.csv"
-    cmd = [sys.executable, "-m", "course_utils.exercises.grade", str(subs), "--out", str(out),
-           "--cell-timeout", "20", "--timeout", "120", "--max-output-mb", "1", "--jobs", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cmd, env = grade_command(subs, out, "--cell-timeout", "20", "--timeout", "120", "--max-output-mb", "1",
+                             "--jobs", "2")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
@@ -141,6 +154,8 @@ def test_feedback_files(graded):
 def test_progress_is_reported(graded):
     _, _, proc = graded
     assert "alice: 2/2 passed" in proc.stderr
+    assert "inputs made with seed 0 (--seed 0 makes the same ones again)" in proc.stderr
+    assert "isolation: " in proc.stderr
     assert proc.stdout.startswith("20 rows for 10 students (7 passed) -> ")
 
 
@@ -219,7 +234,12 @@ def test_site_notebook_runs_solutions_without_showing_them():
     text = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "solution-start" not in text and "solution-end" not in text and "Subtract the row maximum" not in text
     assert "{exercise-start} Count the parameters" in text  # the book's exercise directives stay
-    assert len(nb.cells) == 18 - 5  # 2 x (start + end markers) and the solution prose removed
+    # The stub raises NotImplementedError on the site: the hidden solution's "passed" is not shown.
+    checks = [c for c in nb.cells if "exercise-check" in c.metadata.get("tags", [])]
+    assert [c.metadata["tags"] for c in checks] == [["exercise-check", "remove-output"]] * 2
+    after = [nb.cells[nb.cells.index(c) + 1].source for c in checks]
+    assert after == [student.SITE_CHECK_NOTE] * 2
+    assert len(nb.cells) == 18 - 5 + 2  # markers and solution prose removed, a note after each check
 
 
 def _nb(*cells) -> nbformat.NotebookNode:
@@ -313,3 +333,46 @@ def test_student_cli(tmp_path, capsys):
     nbformat.write(_nb(("md", START)), broken)
     assert student.main(["--book", str(root), "--out", str(out)]) == 1
     assert "02_broken.ipynb, cell 0: solution-start is never closed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the grader's judging path
+
+def _remote(name: str, fn, tmp: Path, seed: int = 0):
+    """What the grader concludes about ``fn`` for ``check.<name>``: the kernel's side (the driver)
+    and the grader's side (decode + judge) run here in one process, on the grader's inputs."""
+    from course_utils.exercises import _driver, _grade_worker, _plain, core
+
+    exam = _grade_worker.Exam.build(name, seed)
+    inputs = tmp / f"in-{name}.pt"
+    inputs.write_bytes(exam.inputs)
+    core._SUBMITTED[name] = fn
+    try:
+        _driver.serve(name, str(inputs), str(tmp / f"out-{name}"))
+    finally:
+        core._SUBMITTED.pop(name, None)
+    document, tensors = _plain.load(tmp / f"out-{name}")
+    return _grade_worker.judge(exam, document, tensors, [])
+
+
+def _registered():
+    from course_utils.exercises import core
+
+    return [core.get_checker(n) for n in core.registered_names()]
+
+
+@pytest.mark.parametrize("checker", _registered(), ids=lambda c: c.name)
+def test_the_grader_agrees_with_the_notebook_check(checker, tmp_path):
+    """For every registered checker: the reference passes through the grader's path, and each
+    known mistake gets the same hint there as in the notebook."""
+    from course_utils.exercises import core
+
+    submit = (lambda fn: checker._seeded(fn)) if checker.kind == "value" else (lambda fn: fn)
+    result = _remote(checker.name, submit(checker.reference), tmp_path, checker.seed)
+    assert result is not None and result.passed, result
+    assert result.message == checker._run(submit(checker.reference)).message
+    for mistake in checker.mistakes:  # on the checker's own seed, the grader says what the notebook says
+        local = checker._run(submit(mistake.fn))
+        remote = _remote(checker.name, submit(mistake.fn), tmp_path, checker.seed)
+        assert (remote.passed, remote.stage, remote.hint, remote.message) == (
+            local.passed, local.stage, local.hint, local.message)
+    assert core._SUBMITTED == {}

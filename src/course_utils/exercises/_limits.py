@@ -36,6 +36,7 @@ class Outcome:
     timed_out: bool = False
     seconds: float = 0.0
     printed: str = ""
+    where: str | None = None  #: the student's line that raised, when known already (the grader's outcomes)
 
 
 def _signals_usable() -> bool:

@@ -56,20 +56,23 @@ Conventions and decisions:
   an author's error in the given check cell.
 * ``COURSE_EXERCISES_STRICT=1``: a failed check raises :class:`ExerciseFailed` after
   printing (CI sets it, so a wrong solution in the book breaks the build).
-* ``COURSE_EXERCISES_RECORD=<path>``: every check appends one JSON line
-  ``{"exercise", "passed", "stage", "message"}`` there (the grader sets it).
+* ``COURSE_EXERCISES_GRADING=1`` (set by the grader in the student's kernel): a check does
+  not judge anything; it hands the function (or value) to the grader, which calls it from
+  its own process on inputs it made and compares the outputs there (see :mod:`.grade`).
+  Nothing a notebook prints, writes or patches is a verdict.
+* ``allowed=[fn, ...]``: course_utils functions a solution may call (the grader otherwise
+  reports a solution that calls the reference, one of its helpers, or a course_utils
+  function of the exercise's name, as not the student's own work).
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import inspect
-import json
 import linecache
 import os
 import pkgutil
 import re
-import sys
 import sysconfig
 import threading
 import time
@@ -84,8 +87,9 @@ from ._compare import article, clone, compare, describe, same_input, type_name
 from ._limits import Outcome, run_limited
 
 STRICT_ENV = "COURSE_EXERCISES_STRICT"
-RECORD_ENV = "COURSE_EXERCISES_RECORD"
-PASS_MARK, FAIL_MARK = "✅", "❌"
+GRADING_ENV = "COURSE_EXERCISES_GRADING"
+#: Marks every font has (DejaVu covers them): emoji render as empty boxes on many sites.
+PASS_MARK, FAIL_MARK = "✓", "✗"
 
 __all__ = ["Case", "Checker", "CheckResult", "ExerciseFailed", "Mistake", "check", "get_checker",
            "register", "registered_names"]
@@ -218,13 +222,14 @@ class Checker:
     timeout:    seconds the student's code may take per case.
     call:       ``call(obj, case) -> output``; default ``obj(*case.args, **case.kwargs)``.
     allow_mutation: if False (default) a function that changes its inputs in place fails.
+    allowed:    course_utils functions a solution may call (see the module docstring).
     """
 
     def __init__(self, name: str, reference: Callable[..., Any], cases: Callable[[], Sequence[Case]] | None = None,
                  *, mistakes: Iterable[Mistake] = (), kind: str = "function", axes: Any = None,
                  atol: float = 1e-5, rtol: float = 1e-4, timeout: float = 2.0,
                  call: Callable[[Any, Case], Any] | None = None, allow_mutation: bool = False,
-                 seed: int = 0, what: str | None = None) -> None:
+                 seed: int = 0, what: str | None = None, allowed: Iterable[Callable[..., Any]] = ()) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"checker name {name!r} must be a lower-case Python identifier")
         if kind not in {"function", "value"}:
@@ -244,6 +249,7 @@ class Checker:
         self.seed = seed
         self.what = what or ("your function" if kind == "function" else "your value")
         self.module = getattr(reference, "__module__", None)
+        self.allowed = list(allowed)
 
     def mistake(self, hint: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of adding a :class:`Mistake`."""
@@ -257,7 +263,11 @@ class Checker:
 
     # -- running
 
-    def __call__(self, submission: Any) -> CheckResult:
+    def __call__(self, submission: Any) -> CheckResult | None:
+        if _env_true(GRADING_ENV):
+            _SUBMITTED[self.name] = submission
+            print(f"check.{self.name}: handed to the grader.")
+            return None
         start = time.perf_counter()
         try:
             result = self._run(submission)
@@ -270,7 +280,6 @@ class Checker:
         result.seconds = time.perf_counter() - start
         result._shown_in = _execution_count()
         print(result.message)
-        _record(result)
         if _env_true(STRICT_ENV) and not result.passed:
             raise ExerciseFailed(result.message)
         return result
@@ -295,31 +304,57 @@ class Checker:
         misuse = self._misuse(submission)
         if misuse:
             return self._fail("misuse", misuse)
-        cases = self._seeded(lambda: list(self.cases()))
+        cases = self.make_cases()
         for case in cases:
-            expected = self._seeded(lambda: self.call(self.reference, _copy_case(case)))
+            expected = self.expected(case)
             given = _copy_case(case)
             outcome = run_limited(lambda: self._seeded(lambda: self.call(submission, given)), self.timeout)
-            if outcome.timed_out:
-                return self._fail("timeout", f"{self.what} did not finish within {self.timeout:g} s — an infinite "
-                                             "loop (a `while` whose condition never changes)? The check stopped it."
-                                  + _printed(outcome), case)
-            if outcome.error is not None:
-                return self._exception(outcome, case)
-            problem = compare(expected, outcome.value, axes=self.axes, atol=self.atol, rtol=self.rtol)
-            mutated = None if self.allow_mutation else self._mutated(case, given)
-            if problem is not None:
-                text = problem.message
-                if mutated:
-                    text += f" (Also: {self.what} changed its input `{mutated}` in place.)"
-                return self._fail(problem.stage, text + _printed(outcome), case,
-                                  self._diagnose(case, outcome.value))
-            if mutated:
-                return self._fail("mutation", f"{self.what} changed its input `{mutated}` in place — work on a "
-                                              "copy or use out-of-place operations (`x = x + 1`, not `x += 1`; "
-                                              "`masked_fill`, not `masked_fill_`).", case)
+            mutated = None if self.allow_mutation or outcome.error is not None or outcome.timed_out else self._mutated(case, given)
+            failed = self.judge_case(case, expected, outcome, mutated)
+            if failed is not None:
+                return failed
+        return self.passed(cases)
+
+    # -- the steps of a check, also used by the grader (which runs the student's side elsewhere)
+
+    def make_cases(self, seed: int | None = None) -> list[Case]:
+        """The cases, built under ``seed`` (default: the checker's own)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed if seed is None else seed)
+            return list(self.cases())
+
+    def expected(self, case: Case) -> Any:
+        """The reference's output on a fresh copy of ``case``."""
+        return self._seeded(lambda: self.call(self.reference, _copy_case(case)))
+
+    def passed(self, cases: Sequence[Case]) -> CheckResult:
         return CheckResult(self.name, True, f"{PASS_MARK} check.{self.name} passed "
                                             f"({len(cases)} cases: {', '.join(c.name for c in cases)}).")
+
+    def judge_case(self, case: Case, expected: Any, outcome: Outcome, mutated: str | None,
+                   prepare: Callable[[Any], Any] | None = None) -> CheckResult | None:
+        """The failure on ``case`` given what the student's code did (``outcome``), or None.
+
+        ``prepare`` turns a mistake's output into the form ``outcome.value`` has (the grader
+        compares plain data decoded from the student's kernel)."""
+        if outcome.timed_out:
+            return self._fail("timeout", f"{self.what} did not finish within {self.timeout:g} s — an infinite "
+                                         "loop (a `while` whose condition never changes)? The check stopped it."
+                              + _printed(outcome), case)
+        if outcome.error is not None:
+            return self._exception(outcome, case)
+        problem = compare(expected, outcome.value, axes=self.axes, atol=self.atol, rtol=self.rtol)
+        if problem is not None:
+            text = problem.message
+            if mutated:
+                text += f" (Also: {self.what} changed its input `{mutated}` in place.)"
+            return self._fail(problem.stage, text + _printed(outcome), case,
+                              self._hint(case, outcome.value, prepare))
+        if mutated:
+            return self._fail("mutation", f"{self.what} changed its input `{mutated}` in place — work on a "
+                                          "copy or use out-of-place operations (`x = x + 1`, not `x += 1`; "
+                                          "`masked_fill`, not `masked_fill_`).", case)
+        return None
 
     def _run_value(self, submission: Any) -> CheckResult:
         if callable(submission) and not isinstance(submission, (torch.Tensor, torch.nn.Module)):
@@ -328,7 +363,11 @@ class Checker:
         if submission is None:
             return self._fail("type", "the value is None — not done yet? Compute it in the cell above "
                                       "(and run that cell) before checking.")
-        expected = self._seeded(self.reference)
+        return self.judge_value(self._seeded(self.reference), submission)
+
+    def judge_value(self, expected: Any, submission: Any,
+                    prepare: Callable[[Any], Any] | None = None) -> CheckResult:
+        """The verdict of a ``kind="value"`` check on ``submission`` (see :meth:`judge_case`)."""
         problem = compare(expected, submission, axes=self.axes, atol=self.atol, rtol=self.rtol)
         if problem is None:
             return CheckResult(self.name, True, f"{PASS_MARK} check.{self.name} passed.")
@@ -336,6 +375,8 @@ class Checker:
         for mistake in self.mistakes:
             try:
                 wrong = self._seeded(mistake.fn)
+                if prepare is not None:
+                    wrong = prepare(wrong)
             except Exception:  # noqa: BLE001
                 continue
             if compare(wrong, submission, atol=self.atol, rtol=self.rtol) is None:
@@ -355,7 +396,7 @@ class Checker:
     def _exception(self, outcome: Outcome, case: Case) -> CheckResult:
         exc = outcome.error
         assert exc is not None
-        where = _student_line(exc)
+        where = outcome.where if outcome.where is not None else _student_line(exc)
         if isinstance(exc, NotImplementedError):
             detail = _first_line(str(exc))
             return self._fail("exception", "not implemented yet — your function still raises NotImplementedError. "
@@ -378,11 +419,19 @@ class Checker:
                 return key
         return None
 
-    def _diagnose(self, case: Case, got: Any) -> str | None:
+    def _hint(self, case: Case, got: Any, prepare: Callable[[Any], Any] | None) -> str | None:
+        # A checker subclass may override _diagnose(case, got) without ``prepare``.
+        if prepare is not None and "prepare" in inspect.signature(self._diagnose).parameters:
+            return self._diagnose(case, got, prepare=prepare)
+        return self._diagnose(case, got)
+
+    def _diagnose(self, case: Case, got: Any, prepare: Callable[[Any], Any] | None = None) -> str | None:
         """The hint of the first known mistake whose output equals the student's."""
         for mistake in self.mistakes:
             try:
                 wrong = self._seeded(lambda: self.call(mistake.fn, _copy_case(case)))
+                if prepare is not None:
+                    wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run on this case says nothing
                 continue
             if compare(wrong, got, atol=self.atol, rtol=self.rtol) is None:
@@ -419,20 +468,11 @@ def _printed(outcome: Outcome) -> str:
     return f"\n   Your function printed: {shown}{more}"
 
 
-def _record(result: CheckResult) -> None:
-    path = os.environ.get(RECORD_ENV)
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(result.to_record()) + "\n")
-    except OSError as exc:  # grading still reads the printed line; never break the notebook
-        print(f"(could not record the result for grading: {exc})", file=sys.stderr)
-
-
 # --------------------------------------------------------------------------- the registry
 
 _REGISTRY: dict[str, Checker] = {}
+#: Grading mode: what each ``check.<name>(...)`` was last given (the grader's driver reads it).
+_SUBMITTED: dict[str, Any] = {}
 _IMPORT_ERRORS: dict[str, str] = {}
 _IMPORTED: set[str] = set()
 _LOCK = threading.RLock()

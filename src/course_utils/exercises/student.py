@@ -15,7 +15,9 @@ and Colab do not render them) and clears every output. Its metadata lists the ex
 
 The student *site* is built from a staged copy of the book in which solution code cells are
 tagged ``remove-cell`` -- executed, so that later cells still work, but not shown -- and
-``hide_solutions`` is set. (sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle
+``hide_solutions`` is set. Check cells are tagged ``remove-output``: on the site the stub
+raises ``NotImplementedError``, so the "passed" that the hidden solution earned would be a
+verdict the page did not earn; the check is shown without one, and a note says to run it. (sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle
 gated solutions: ``solution-start`` disappears but its code cells stay, and the orphaned
 ``solution-end`` node fails a ``-W`` build with "unknown node type: <solution_end_node>".)
 """
@@ -190,8 +192,27 @@ def make_student_notebook(nb: Any, source: str = "notebook") -> Any:
     return student
 
 
+SITE_CHECK_NOTE = ("*Run this check in your own notebook (Colab or Jupyter) once your function is written: "
+                   "it says whether it is right, and what is wrong if not.*")
+
+
+def _only_checks(source: str) -> bool:
+    """Whether a code cell holds check calls and nothing else (comments and blank lines aside)."""
+    lines = [ln.strip() for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return bool(lines) and all(CHECK_CALL.match(ln) or ln.startswith("check.") for ln in lines)
+
+
+def _add_tag(cell: Any, tag: str) -> None:
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
 def make_site_notebook(nb: Any, source: str = "notebook") -> Any:
-    """A copy of ``nb`` for the student *site*: solution code still runs but is not shown."""
+    """A copy of ``nb`` for the student *site*: solution code still runs but is not shown, and
+    a check shows no verdict (the one it would show belongs to the hidden solution)."""
+    import nbformat
+
     layout = analyse(nb, source)
     site = copy.deepcopy(nb)
     cells = []
@@ -199,10 +220,12 @@ def make_site_notebook(nb: Any, source: str = "notebook") -> Any:
         if i in layout.gate_markers or (i in layout.solution_cells and cell.get("cell_type") != "code"):
             continue  # the markers and any solution prose
         if i in layout.solution_cells:
-            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-            if "remove-cell" not in tags:
-                tags.append("remove-cell")
+            _add_tag(cell, "remove-cell")
         cells.append(cell)
+        if cell.get("cell_type") == "code" and i not in layout.solution_cells and (
+                CHECK_TAG in _tags(cell) or _only_checks(_source(cell))):
+            _add_tag(cell, "remove-output")
+            cells.append(nbformat.v4.new_markdown_cell(SITE_CHECK_NOTE))
     site.cells = cells
     return site
 
