@@ -177,6 +177,16 @@ def test_rule_documents_never_use_a_heldout_format_token():
     assert held <= set(repeats)
 
 
+def test_format_tokens_are_many_and_never_rule_words():
+    # Many separators, so that a model cannot learn which tokens separate, only to read the format.
+    assert len(data.TRAIN_FORMAT_TOKENS) > 100 and len(data.HELDOUT_FORMAT_TOKENS) > 30
+    rule_words = {w for pairs in data.RULES.values() for pair in pairs for w in pair}
+    assert not {t.strip() for t in data.FORMAT_TOKENS} & rule_words
+    assert all(t.startswith(" ") and " " not in t[1:] for t in data.FORMAT_TOKENS)
+    # copying is the commonest rule: a model that cannot tell the rule should guess it
+    assert max(data.RULE_WEIGHTS, key=data.RULE_WEIGHTS.get) == "copy" and set(data.RULE_WEIGHTS) == set(data.RULES)
+
+
 def test_fewshot_prompts_share_query_and_format_across_shots():
     by_k = {k: data.fewshot_prompts(50, k, seed=2) for k in range(9)}
     for i in range(50):

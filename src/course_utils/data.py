@@ -411,22 +411,6 @@ RULES: dict[str, list[tuple[str, str]]] = {
                    | {(w, w) for w in NUMBER_WORDS}),
 }
 
-#: Tokens that can separate an input from its output, or one pair from the next, in a
-#: document's made-up format (each one GPT-2 token with its leading space). Every fourth one is
-#: *held out*: it never separates anything in training (it does occur as an ordinary token in
-#: the repeated random sequences), so a format made of held-out tokens is new to the model.
-FORMAT_TOKENS: list[str] = [
-    " :", " ->", " =", " |", " #", " @", " *", " +", " ~", " /", " >", " ;", " &", " %", " $",
-    " ^", " <", " [", " ]", " {", " }", " =>", " ::", " --", " ||", " >>", " <<", " **", " ##",
-    " `", " !", " ?", " ball", " hat", " box", " book", " cup", " flower", " shell", " stone",
-    " key", " park", " forest", " beach", " garden", " river", " market", " school", " village",
-    " farm", " little", " happy", " brave", " curious", " kind", " small", " clever", " shy",
-    " friendly", " sunny", " rainy", " cold", " warm", " cloudy", " soup", " cake", " rice",
-    " bread", " cheese", " honey", " apples", " carrots",
-]
-HELDOUT_FORMAT_TOKENS: list[str] = FORMAT_TOKENS[3::4]
-TRAIN_FORMAT_TOKENS: list[str] = [t for t in FORMAT_TOKENS if t not in HELDOUT_FORMAT_TOKENS]
-
 #: Things bought at the market, most popular first: a long-tailed (Zipf) list, so that the next
 #: word after "... went to the market and bought" has an entropy of a few nats.
 MARKET_ITEMS: list[str] = (
@@ -435,6 +419,23 @@ MARKET_ITEMS: list[str] = (
     "pies candles socks hats shoes books cups plates toys flowers pens beads buttons rope soap "
     "paper shells stones balls boxes keys bells pots baskets blankets mushrooms nails").split()
 _MARKET_WEIGHTS = [1 / (i + 1) for i in range(len(MARKET_ITEMS))]  # Zipf: p(rank r) ~ 1/r
+
+_SYMBOLS = [":", "->", "=", "|", "#", "@", "*", "+", "~", "/", ">", ";", "&", "%", "$", "^", "<", "[",
+            "]", "{", "}", "=>", "::", "--", "||", ">>", "<<", "**", "##", "`", "!", "?"]
+_WORDS = sorted(set(_ADJECTIVES + _PLACES + _OBJECTS + _FOODS + _WEATHER + MARKET_ITEMS + (
+    "the of is a and went to with found gave said very then they there once upon time day friend "
+    "home together named called lived near on hill was who market many good old new big red blue "
+    "under over after before again every some".split()))
+    - {w for pairs in RULES.values() for pair in pairs for w in pair} - {"kite", "windy"})  # no rule words; one token each
+
+#: Tokens that can separate an input from its output, or one pair from the next, in a
+#: document's made-up format (symbols and ordinary words, each with its leading space). There are
+#: many, so that a model cannot learn *which* tokens are separators, only to read the format from
+#: the document. Every fourth one is *held out*: it never separates anything in training (it
+#: does occur as an ordinary token), so a format made of held-out tokens is new to the model.
+FORMAT_TOKENS: list[str] = [" " + t for t in _SYMBOLS] + [" " + w for w in _WORDS]
+HELDOUT_FORMAT_TOKENS: list[str] = FORMAT_TOKENS[3::4]
+TRAIN_FORMAT_TOKENS: list[str] = [t for t in FORMAT_TOKENS if t not in HELDOUT_FORMAT_TOKENS]
 
 
 def fewshot_text(pairs: Sequence[tuple[str, str]], sep: str, delim: str,
@@ -449,8 +450,13 @@ def fewshot_text(pairs: Sequence[tuple[str, str]], sep: str, delim: str,
     return text + f"{query}{sep}" if query is not None else text.rstrip(" ")
 
 
+#: How often each rule is drawn for a training document: copying, which applies to every kind of
+#: input, is the commonest, so a model that cannot tell the rule guesses "copy".
+RULE_WEIGHTS: dict[str, float] = {rule: 6.0 if rule == "copy" else 1.0 for rule in RULES}
+
+
 def _rule_document(rng: random.Random) -> str:
-    pairs = RULES[rng.choice(list(RULES))]
+    pairs = RULES[rng.choices(list(RULE_WEIGHTS), list(RULE_WEIGHTS.values()))[0]]
     sep, delim = rng.sample(TRAIN_FORMAT_TOKENS, 2)  # a fresh format in every document
     return fewshot_text(rng.sample(pairs, min(len(pairs), rng.randint(6, 14))), sep, delim)
 
@@ -523,7 +529,7 @@ def fewshot_prompts(n_prompts: int, n_shots: int, *, heldout: bool = True, seed:
     return out
 
 
-_INCONTEXT = [(_rule_document, 0.55), (_repeat_document, 0.25), (_market_sentence, 0.20)]
+_INCONTEXT = [(_rule_document, 0.6), (_repeat_document, 0.25), (_market_sentence, 0.15)]
 
 
 def generate_incontext(n_words: int, seed: int = 0) -> list[str]:
