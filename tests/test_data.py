@@ -137,6 +137,83 @@ def test_load_corpus_detects_the_world(monkeypatch):
         runtime.is_online.cache_clear()
 
 
+# --- in-context documents (gpt2-course only) ---------------------------------------------------
+
+def test_bert_corpus_is_byte_identical_to_before_the_incontext_documents():
+    # generate_corpus is what bert-course trains on: adding generators for gpt2-course must not
+    # change one byte of it (hash recorded from main before generate_incontext existed).
+    import hashlib
+    import json
+
+    c = data.generate_corpus(50_000, seed=0)
+    digest = hashlib.sha256(json.dumps(c.splits, sort_keys=True).encode()).hexdigest()
+    assert digest == "7d036bea40ac8c825a9e74b8ee09a8f1198fdb99d48bb7e2db47fdd51ff5ce16"
+
+
+def test_incontext_documents_are_deterministic_and_mixed():
+    a = data.generate_incontext(20_000, seed=0)
+    assert a == data.generate_incontext(20_000, seed=0) != data.generate_incontext(20_000, seed=1)
+    assert 20_000 <= sum(t.count(" ") + 1 for t in a) < 20_200
+    market = [t for t in a if "went to the market and bought" in t]
+    assert 0.1 < len(market) / len(a) < 0.35
+    assert data.generate_incontext(0) == []
+    with pytest.raises(ValueError, match="n_words"):
+        data.generate_incontext(-1)
+    mixed = data.mix(["x", "y"], a[:10], seed=0)
+    assert sorted(mixed) == sorted(["x", "y"] + a[:10]) and mixed == data.mix(["x", "y"], a[:10], seed=0)
+
+
+def test_rule_documents_never_use_a_heldout_format_token():
+    import random
+
+    held = {t.strip() for t in data.HELDOUT_FORMAT_TOKENS}
+    assert held and not held & {t.strip() for t in data.TRAIN_FORMAT_TOKENS}
+    rng = random.Random(0)
+    for _ in range(2_000):
+        words = data._rule_document(rng).split(" ")
+        assert not held & set(words)
+    # ... but every held-out token does occur in training, as an ordinary token of the repeats
+    repeats = " ".join(data._repeat_document(rng) for _ in range(2_000)).split(" ")
+    assert held <= set(repeats)
+
+
+def test_format_tokens_are_many_and_never_rule_words():
+    # Many separators, so that a model cannot learn which tokens separate, only to read the format.
+    assert len(data.TRAIN_FORMAT_TOKENS) > 100 and len(data.HELDOUT_FORMAT_TOKENS) > 30
+    rule_words = {w for pairs in data.RULES.values() for pair in pairs for w in pair}
+    assert not {t.strip() for t in data.FORMAT_TOKENS} & rule_words
+    assert all(t.startswith(" ") and " " not in t[1:] for t in data.FORMAT_TOKENS)
+    # copying is the commonest rule: a model that cannot tell the rule should guess it
+    assert max(data.RULE_WEIGHTS, key=data.RULE_WEIGHTS.get) == "copy" and set(data.RULE_WEIGHTS) == set(data.RULES)
+
+
+def test_fewshot_prompts_share_query_and_format_across_shots():
+    by_k = {k: data.fewshot_prompts(50, k, seed=2) for k in range(9)}
+    for i in range(50):
+        p0, p4, p8 = by_k[0][i], by_k[4][i], by_k[8][i]
+        assert (p0.rule, p0.query, p0.answer, p0.sep, p0.delim) == (p8.rule, p8.query, p8.answer, p8.sep, p8.delim)
+        assert p0.prompt == f"{p0.query}{p0.sep}"
+        assert p8.prompt.startswith(p4.prompt[: -len(p4.query + p4.sep)])  # the first 4 of the same 8
+        assert p4.prompt.endswith(f"{p4.delim} {p4.query}{p4.sep}") and p4.n_shots == 4
+        assert (p0.query, p0.answer) in data.RULES[p0.rule]
+        assert {p0.sep, p0.delim} <= set(data.HELDOUT_FORMAT_TOKENS) and p0.sep != p0.delim
+    assert data.fewshot_prompts(1, 2, heldout=False, seed=0)[0].sep in data.TRAIN_FORMAT_TOKENS
+    assert data.fewshot_prompts(1, 0, prefix="<|endoftext|>")[0].prompt.startswith("<|endoftext|>")
+    assert data.fewshot_text([("Italy", "Rome"), ("Peru", "Lima")], " ->", " |") == "Italy -> Rome | Peru -> Lima |"
+    with pytest.raises(ValueError, match="Unknown rule"):
+        data.fewshot_prompts(1, 1, rules=["capitals"])
+    with pytest.raises(ValueError, match="n_shots"):
+        data.fewshot_prompts(1, 9)
+
+
+def test_market_items_have_a_long_tail():
+    import math
+
+    w = [x / sum(data._MARKET_WEIGHTS) for x in data._MARKET_WEIGHTS]
+    assert -sum(p * math.log(p) for p in w) > 3.0  # nats: far from a handful of choices
+    assert len(set(data.MARKET_ITEMS)) == len(data.MARKET_ITEMS) >= 50
+
+
 # --- packing, padding --------------------------------------------------------------------------
 
 def test_pack_ids_tiny_example():

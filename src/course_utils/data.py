@@ -389,6 +389,181 @@ def _passages(rng: random.Random, n_words: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Documents for in-context learning (mixed into gpt2-course's training only)
+# ---------------------------------------------------------------------------------------------
+# These generators never touch the random stream of :func:`generate_corpus`: the corpus BERT
+# trains on stays byte-identical, and :func:`generate_incontext` draws from its own seeds.
+
+#: Rules the in-context documents apply: name -> (input, output) pairs. The facts are those of
+#: :data:`FACTS` (the ordinary text teaches them); ``copy`` and ``predecessor`` are rules a
+#: document shows by example.
+RULES: dict[str, list[tuple[str, str]]] = {
+    "capital": FACTS["capital"],
+    "language": FACTS["language"],
+    "continent": FACTS["continent"],
+    "sound": FACTS["sound"],
+    "baby": FACTS["baby"],
+    "legs": FACTS["legs"],
+    "colour": FACTS["colour"],
+    "successor": [(NUMBER_WORDS[i], NUMBER_WORDS[i + 1]) for i in range(20)],
+    "predecessor": [(NUMBER_WORDS[i + 1], NUMBER_WORDS[i]) for i in range(20)],
+    "copy": sorted({(x, x) for rel in ("capital", "sound", "colour") for x, _ in FACTS[rel]}
+                   | {(w, w) for w in NUMBER_WORDS}),
+}
+
+#: Things bought at the market, most popular first: a long-tailed (Zipf) list, so that the next
+#: word after "... went to the market and bought" has an entropy of a few nats.
+MARKET_ITEMS: list[str] = (
+    "apples bread soup cake rice cheese carrots honey eggs milk fish beans nuts grapes tomatoes "
+    "potatoes onions oranges bananas butter sugar salt tea coffee jam flour oil corn peas cookies "
+    "pies candles socks hats shoes books cups plates toys flowers pens beads buttons rope soap "
+    "paper shells stones balls boxes keys bells pots baskets blankets mushrooms nails").split()
+_MARKET_WEIGHTS = [1 / (i + 1) for i in range(len(MARKET_ITEMS))]  # Zipf: p(rank r) ~ 1/r
+
+_SYMBOLS = [":", "->", "=", "|", "#", "@", "*", "+", "~", "/", ">", ";", "&", "%", "$", "^", "<", "[",
+            "]", "{", "}", "=>", "::", "--", "||", ">>", "<<", "**", "##", "`", "!", "?"]
+_WORDS = sorted(set(_ADJECTIVES + _PLACES + _OBJECTS + _FOODS + _WEATHER + MARKET_ITEMS + (
+    "the of is a and went to with found gave said very then they there once upon time day friend "
+    "home together named called lived near on hill was who market many good old new big red blue "
+    "under over after before again every some".split()))
+    - {w for pairs in RULES.values() for pair in pairs for w in pair} - {"kite", "windy"})  # no rule words; one token each
+
+#: Tokens that can separate an input from its output, or one pair from the next, in a
+#: document's made-up format (symbols and ordinary words, each with its leading space). There are
+#: many, so that a model cannot learn *which* tokens are separators, only to read the format from
+#: the document. Every fourth one is *held out*: it never separates anything in training (it
+#: does occur as an ordinary token), so a format made of held-out tokens is new to the model.
+FORMAT_TOKENS: list[str] = [" " + t for t in _SYMBOLS] + [" " + w for w in _WORDS]
+HELDOUT_FORMAT_TOKENS: list[str] = FORMAT_TOKENS[3::4]
+TRAIN_FORMAT_TOKENS: list[str] = [t for t in FORMAT_TOKENS if t not in HELDOUT_FORMAT_TOKENS]
+
+
+def fewshot_text(pairs: Sequence[tuple[str, str]], sep: str, delim: str,
+                 query: str | None = None) -> str:
+    """Pairs written in a made-up format: ``x{sep} y{delim} x{sep} y{delim} ...``; with a
+    ``query``, the text ends with ``query{sep}`` (the model should continue with its output).
+
+    >>> fewshot_text([("Italy", "Rome")], " ->", " |", query="France")
+    'Italy -> Rome | France ->'
+    """
+    text = "".join(f"{x}{sep} {y}{delim} " for x, y in pairs)
+    return text + f"{query}{sep}" if query is not None else text.rstrip(" ")
+
+
+#: How often each rule is drawn for a training document: copying, which applies to every kind of
+#: input, is the commonest, so a model that cannot tell the rule guesses "copy".
+RULE_WEIGHTS: dict[str, float] = {rule: 6.0 if rule == "copy" else 1.0 for rule in RULES}
+
+
+def _rule_document(rng: random.Random) -> str:
+    pairs = RULES[rng.choices(list(RULE_WEIGHTS), list(RULE_WEIGHTS.values()))[0]]
+    sep, delim = rng.sample(TRAIN_FORMAT_TOKENS, 2)  # a fresh format in every document
+    return fewshot_text(rng.sample(pairs, min(len(pairs), rng.randint(6, 14))), sep, delim)
+
+
+_RANDOM_TOKENS = sorted({t.strip() for t in FORMAT_TOKENS} | {c for c, *_ in COUNTRIES if " " not in c}
+                        | {a[0] for a in ANIMALS} | set(NUMBER_WORDS) | {n for n, _ in _NAMES})
+
+
+def _repeat_document(rng: random.Random) -> str:
+    """A random sequence of words and symbols, then the same sequence again (after a random gap),
+    so only copying from earlier in the document predicts the second copy. Its length varies,
+    so the copy is at no fixed offset."""
+    seq = [rng.choice(_RANDOM_TOKENS) for _ in range(rng.randint(4, 20))]
+    gap = [rng.choice(_RANDOM_TOKENS) for _ in range(rng.randint(0, 6))]
+    return " ".join(seq + gap + seq[: rng.randint(3, len(seq))])
+
+
+def _market_sentence(rng: random.Random) -> str:
+    name = rng.choice(_NAMES)[0]
+    items: list[str] = []
+    while len(items) < rng.randint(2, 3):
+        item = rng.choices(MARKET_ITEMS, _MARKET_WEIGHTS)[0]
+        items += [item] if item not in items else []
+    listed = ", ".join(items[:-1]) + " and " + items[-1]
+    return f"{name} went to the market and bought {listed}."
+
+
+@dataclass(frozen=True)
+class FewShotPrompt:
+    """A query of one rule after ``n_shots`` solved examples, in a made-up format."""
+
+    rule: str
+    query: str
+    answer: str        #: the output a model should continue with (after a space)
+    prompt: str        #: the examples, then ``query{sep}``
+    n_shots: int
+    sep: str
+    delim: str
+
+
+def fewshot_prompts(n_prompts: int, n_shots: int, *, heldout: bool = True, seed: int = 0,
+                    rules: Iterable[str] | None = None, prefix: str = "") -> list[FewShotPrompt]:
+    """``n_prompts`` few-shot prompts, each a random rule of :data:`RULES` (or of ``rules``), a
+    random query and ``n_shots`` examples of the same rule, in a random format made of
+    :data:`HELDOUT_FORMAT_TOKENS` (``heldout=True``: formats no training document uses) or of
+    :data:`TRAIN_FORMAT_TOKENS`.
+
+    For a given ``seed`` the rule, query and format of prompt ``i`` do not depend on
+    ``n_shots``, and the examples of a k-shot prompt are the first k of the same eight: the
+    prompts for 0...8 shots differ only in how many examples they show. ``prefix`` is put in
+    front of every prompt (e.g. the tokenizer's ``bos_token``).
+    """
+    names = list(RULES) if rules is None else list(rules)
+    unknown = [r for r in names if r not in RULES]
+    if unknown:
+        raise ValueError(f"Unknown rule(s) {unknown}; known: {', '.join(RULES)}")
+    if not 0 <= n_shots <= 8:
+        raise ValueError(f"n_shots must be between 0 and 8, got {n_shots!r}")
+    tokens = HELDOUT_FORMAT_TOKENS if heldout else TRAIN_FORMAT_TOKENS
+    out = []
+    for i in range(n_prompts):
+        rng = random.Random(f"course-fewshot/{seed}/{i}")
+        rule = rng.choice(names)
+        pairs = RULES[rule]
+        query, answer = rng.choice(pairs)
+        shots = rng.sample([p for p in pairs if p[0] != query], 8)[:n_shots]
+        sep, delim = rng.sample(tokens, 2)
+        out.append(FewShotPrompt(rule, query, answer, prefix + fewshot_text(shots, sep, delim, query),
+                                 n_shots, sep, delim))
+    return out
+
+
+_INCONTEXT = [(_rule_document, 0.6), (_repeat_document, 0.25), (_market_sentence, 0.15)]
+
+
+def generate_incontext(n_words: int, seed: int = 0) -> list[str]:
+    """Documents that are predictable only from their own context, about ``n_words`` words,
+    deterministic by ``seed`` (``gpt2-course`` trains on them mixed with :func:`generate_corpus`):
+
+    * **rule documents**: pairs of one rule of :data:`RULES` (a country and its capital, a number
+      and the next ...) in a format made up for the document from :data:`TRAIN_FORMAT_TOKENS`,
+      e.g. ``"Peru # Lima ~ Chad # ..."``: which rule, and where an output starts, can only be
+      read from the pairs before;
+    * **repeated random sequences**, at varied distances: copying what followed the previous
+      occurrence of the current token (what an *induction head* does) predicts them;
+    * **market sentences** whose items follow a long-tailed distribution (for sampling).
+    """
+    if not isinstance(n_words, int) or n_words < 0:
+        raise ValueError(f"n_words must be a non-negative int, got {n_words!r}")
+    rng = random.Random(f"course-incontext/{seed}")
+    makers, weights = zip(*_INCONTEXT)
+    out, words = [], 0
+    while words < n_words:
+        text = rng.choices(makers, weights)[0](rng)
+        out.append(text)
+        words += text.count(" ") + 1
+    return out
+
+
+def mix(texts: Sequence[str], extra: Sequence[str], seed: int = 0) -> list[str]:
+    """``texts`` and ``extra`` shuffled together (deterministic by ``seed``)."""
+    out = list(texts) + list(extra)
+    random.Random(f"course-mix/{seed}").shuffle(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The corpus object, in both worlds
 # ---------------------------------------------------------------------------------------------
 
