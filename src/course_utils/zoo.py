@@ -16,14 +16,6 @@ by a hash of the training config and of the code that trains it, and reused afte
 damaged cache is detected (checksums) and rebuilt with a message. :func:`card` returns the
 model's card: parameters, tokens seen, wall time, device, losses, baselines and loss curve.
 
-What ``gpt2-course`` reads besides the corpus: ``data.generate_incontext`` documents, mixed in at
-three quarters of the corpus size (``incontext_fraction``). Rule documents apply one rule (a capital, the next
-number, copying ...) in a format made up for each document, so the rule and the format can only be
-read from the document itself; repeated random sequences, at varied distances, reward copying
-from an earlier occurrence (an induction head); market lists give long-tailed next-word
-distributions for chapter 4's sampling. Chapter 4 measures in-context learning on formats that no
-training document uses (``data.fewshot_prompts``) and finds, shows and ablates the induction head.
-
 Why it is fast on a CPU: the corpus uses well under a thousand distinct token ids, so training
 computes the output softmax over those rows of the (tied) embedding matrix instead of all
 50,257 / 30,522. The saved model still has the full real vocabulary; the ids the corpus never
@@ -104,10 +96,7 @@ class ZooSpec:
 
 
 ZOO: dict[str, ZooSpec] = {
-    # In-context documents (made-up formats, repeated random sequences, long-tailed market lists)
-    # are mixed in at three quarters of the corpus size, and training runs longer so that in-context learning
-    # and an induction head appear (chapter 4 measures both).
-    "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2", steps=1000, eval_every=0, incontext_fraction=0.75),
+    "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2"),
     # Entity masking: one fact-slot word per fact sentence is masked, whole words, 15% elsewhere
     # (see the module docstring); trained by Chapter 5's loop, mlm.train_mlm.
     "bert-course": ZooSpec(arch="bert", tokenizer="bert-base-uncased", steps=800, warmup=80, mask_prob=0.15,
@@ -536,8 +525,10 @@ def _fit(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> di
     if s.arch == "bert":
         return _fit_bert(name, s, tok, device, progress)
     corpus = _data.generate_corpus(s.corpus_words, s.seed)
-    extra = _data.generate_incontext(int(s.incontext_fraction * s.corpus_words), s.seed)
-    train_blocks = _blocks(_data.mix(corpus["train"], extra, s.seed), tok, s)  # (N, T+1)
+    texts = corpus["train"]
+    if s.incontext_fraction > 0:  # documents predictable only from their own context (data.generate_incontext)
+        texts = _data.mix(texts, _data.generate_incontext(int(s.incontext_fraction * s.corpus_words), s.seed), s.seed)
+    train_blocks = _blocks(texts, tok, s)                        # (N, T+1)
     val_blocks = _blocks(corpus["validation"], tok, s)[:64]
     used = torch.unique(torch.cat([train_blocks.flatten(), val_blocks.flatten(),
                                    torch.tensor(tok.all_special_ids)]))
