@@ -527,6 +527,7 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
     ``progress`` a text bar shows the steps. Returns ``(model, result)``.
     """
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
+    from datasets.utils import are_progress_bars_disabled
     from transformers import (DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -534,6 +535,7 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
 
     model = build_model(seed)
     device_is_cuda = torch.cuda.is_available()
+    bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()  # the tokenising map's bar
     try:
         ds = Dataset.from_dict({"text": list(train_texts)})
@@ -541,7 +543,8 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
                                         max_length=MAX_LENGTH, return_special_tokens_mask=True),
                     batched=True, remove_columns=["text"])
     finally:
-        enable_progress_bars()
+        if not bars_were_off:  # restore, don't force: re-enabling warns when the environment disabled them
+            enable_progress_bars()
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     result = RunResult("seed recipe (Trainer, padded to 128, lr 5e-5, batch 32)", target=target,
                        settings=dict(engine="Trainer", padding="max_length", lr=5e-5, batch_size=batch_size))
