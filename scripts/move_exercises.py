@@ -55,6 +55,8 @@ def move(chapter: Path, exercises: Path, *, write: bool) -> tuple[bool, list[str
     where = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and HEADING.search(c.source)), None)
     if where is None:
         raise SystemExit(f"move_exercises.py: {chapter} has no '## Exercises' heading; nothing to cut")
+    if nb.cells[where].get("id") == "exercises-link":  # moved already: cells after it (the budget cell) stay
+        return False, []
     cells = list(nb.cells[:where])
     before = nb.cells[where].source[: HEADING.search(nb.cells[where].source).start()].rstrip()
     if before:  # the Summary shared the cell with the heading: keep it

@@ -151,6 +151,8 @@ def _bias_transposed(bias_table, query_length, key_length, bidirectional=True, m
 
 def _bias_cases() -> list[Case]:
     return [
+        # T < S first: there a transposed result and a flipped sign differ (on T = S they coincide)
+        Case("encoder, 4 queries over 9 keys, 32 buckets, 4 heads", (torch.randn(32, 4), 4, 9)),
         Case("encoder: T = S = 10, 32 buckets, 4 heads", (torch.randn(32, 4), 10, 10)),
         Case("encoder: T = S = 40, 8 buckets, max_distance 20", (torch.randn(8, 3), 40, 40), {"max_distance": 20}),
         Case("decoder: T = S = 12, 16 buckets", (torch.randn(16, 2), 12, 12), {"bidirectional": False}),
