@@ -378,8 +378,9 @@ _PASSAGES = [(_country_passage, 0.40), (_story, 0.25), (_animal_passage, 0.14),
              (_colour_passage, 0.09), (_number_passage, 0.12)]
 
 
-def _passages(rng: random.Random, n_words: int) -> list[str]:
-    makers, weights = zip(*_PASSAGES)
+def _passages(rng: random.Random, n_words: int, table: Sequence[tuple[Any, float]] | None = None) -> list[str]:
+    """Passages drawn from ``table`` ((maker, weight) pairs; the corpus's by default) until ``n_words``."""
+    makers, weights = zip(*(_PASSAGES if table is None else table))
     out, words = [], 0
     while words < n_words:
         text = rng.choices(makers, weights)[0](rng)
@@ -546,14 +547,7 @@ def generate_incontext(n_words: int, seed: int = 0) -> list[str]:
     """
     if not isinstance(n_words, int) or n_words < 0:
         raise ValueError(f"n_words must be a non-negative int, got {n_words!r}")
-    rng = random.Random(f"course-incontext/{seed}")
-    makers, weights = zip(*_INCONTEXT)
-    out, words = [], 0
-    while words < n_words:
-        text = rng.choices(makers, weights)[0](rng)
-        out.append(text)
-        words += text.count(" ") + 1
-    return out
+    return _passages(random.Random(f"course-incontext/{seed}"), n_words, _INCONTEXT)
 
 
 def mix(texts: Sequence[str], extra: Sequence[str], seed: int = 0) -> list[str]:
