@@ -167,7 +167,8 @@ t5_position_bias = register(Checker(
         Mistake(_bias_sign, "the relative position is key position − query position (memory − context in T5's "
                             "code), not the other way round; with T = S that is the same as transposing the "
                             "(T, S) matrix: rows are queries, columns keys."),
-        Mistake(_bias_transposed, "the result is transposed: rows are queries, columns keys, (1, n_heads, T, S)."),
+        Mistake(_bias_transposed, "the result is transposed: rows are queries, columns keys, (1, n_heads, "
+                                  "T, S); check which axes you are transposing or permuting."),
         Mistake(_bias_always_bidirectional, "pass `bidirectional` on to the buckets: a decoder puts every key after "
                                             "the query into bucket 0."),
         Mistake(_bias_top_left, "with a cache (T < S) the T queries are the *last* T positions: query i sits at "
