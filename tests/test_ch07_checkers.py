@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from course_utils.exercises import check
 from course_utils.exercises import ch07_families_positions as ch07
+from course_utils.exercises import check
 
 
 def student_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
@@ -135,5 +135,8 @@ def test_position_bias_mistakes_get_their_hint(wrong, fragment):
 
 
 def test_position_bias_wrong_layout_is_a_shape_error():
-    r = check.t5_position_bias(lambda table, T, S, *a, **k: student_position_bias(table, T, S, *a, **k)[0].permute(1, 2, 0))
+    def permuted(table, T, S, *a, **k):
+        return student_position_bias(table, T, S, *a, **k)[0].permute(1, 2, 0)
+
+    r = check.t5_position_bias(permuted)
     assert r.stage == "shape"

@@ -77,7 +77,7 @@ def test_every_fact_is_taught_in_another_phrasing(corpus):
     missing = [p.text for p in seen if p.text not in text]
     assert len(missing) / len(seen) < 0.05  # 300k words: nearly every seen pair occurs
     for relation, facts in data.FACTS.items():
-        for s, o in facts:
+        for s, _ in facts:
             assert any(p.subject == s and p.relation == relation and p.text in text for p in seen), (relation, s)
 
 

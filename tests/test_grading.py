@@ -66,7 +66,9 @@ def graded(tmp_path_factory):
     handout = _student_edition(tmp)
     subs = tmp / "submissions"
     subs.mkdir()
-    write = lambda name, nb: nbformat.write(nb, subs / name)  # noqa: E731
+    def write(name, nb):
+        nbformat.write(nb, subs / name)
+
     write("alice.ipynb", _submission(handout, [COUNT_OK, SOFTMAX_OK]))
     write("bob.ipynb", _submission(handout, [COUNT_STATE_DICT, SOFTMAX_DIM0]))
     shutil.copy(FIXTURES / "not_json.ipynb", subs / "carol.ipynb")
@@ -100,7 +102,8 @@ def test_csv_exact(graded):
     expected = [
         ["student", "exercise", "passed", "feedback"],
         ["alice", CP, "1", "check.count_parameters passed (6 cases: one Linear(3, 4), nested submodules, tied "
-                           "embedding and output weights, a module with buffers, partly frozen, no parameters at all)."],
+                           "embedding and output weights, a module with buffers, partly frozen, no parameters at "
+                           "all)."],
         ["alice", SM, "1", "check.demo_softmax passed (2 cases: random, one column)."],
         ["bob", CP, "0", "check.count_parameters (case 'tied embedding and output weights'): expected 78, got 144 "
                          "(66 too many). Hint: the tied weight was counted twice: `state_dict()` and "

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_grading import BOOK_NB, COUNT_OK, SOFTMAX_DIM0, SOFTMAX_OK, grade_command
 
 from course_utils.exercises import student
-
-from test_grading import BOOK_NB, COUNT_OK, SOFTMAX_DIM0, SOFTMAX_OK, grade_command
 
 CP, SM = "count_parameters", "demo_softmax"
 STUB = None  # leave the stub as handed out

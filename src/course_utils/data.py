@@ -427,7 +427,8 @@ _WORDS = sorted(set(_ADJECTIVES + _PLACES + _OBJECTS + _FOODS + _WEATHER + MARKE
     "the of is a and went to with found gave said very then they there once upon time day friend "
     "home together named called lived near on hill was who market many good old new big red blue "
     "under over after before again every some".split()))
-    - {w for pairs in RULES.values() for pair in pairs for w in pair} - {"kite", "windy"})  # no rule words; one token each
+    # no rule words; one token each
+    - {w for pairs in RULES.values() for pair in pairs for w in pair} - {"kite", "windy"})
 
 #: Tokens that can separate an input from its output, or one pair from the next, in a
 #: document's made-up format (symbols and ordinary words, each with its leading space). There are

@@ -73,7 +73,7 @@ def neuron_view(bert: torch.nn.Module, tokenizer: Any, sentence_a: str, sentence
     from bertviz.transformers_neuron_view import BertModel, BertTokenizer
     from bertviz.transformers_neuron_view.modeling_bert import BertConfig
 
-    cfg = bert.config
+    cfg: Any = bert.config  # a transformers config: its fields are attributes set at run time
     vconfig = BertConfig(vocab_size_or_config_json_file=cfg.vocab_size, hidden_size=cfg.hidden_size,
                          num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
                          intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,

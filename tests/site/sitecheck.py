@@ -51,7 +51,7 @@ def site_pages(site: Path) -> list[Path]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -132,7 +132,8 @@ class PageReport:
         """Inline formulas of a paragraph or list item that render as a block (a line of their own)."""
         out = [f"inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
                for b in self.inline_math.get("blocks", [])]
-        out += [f"at 390 px, inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
+        out += [f"at 390 px, inline formula renders as a block ({b['why']}): "
+                f"...{b['before']}[{b['tex']}]{b['after']}..."
                 for b in self.inline_math.get("phone_blocks", [])]
         return out
 
@@ -217,7 +218,11 @@ _INLINE_MATH_JS = """async () => {
     let why = '';
     for (let n = e; n && n !== host; n = n.parentElement) {
       const d = getComputedStyle(n).display;
-      if (!inlineLevel(d)) { why = `${n.tagName.toLowerCase()}${n.className && typeof n.className === 'string' ? '.' + n.className.trim().split(/\\s+/).join('.') : ''} has display: ${d}`; break; }
+      if (!inlineLevel(d)) {
+        const named = n.className && typeof n.className === 'string';
+        const cls = named ? '.' + n.className.trim().split(/\\s+/).join('.') : '';
+        why = `${n.tagName.toLowerCase()}${cls} has display: ${d}`; break;
+      }
     }
     if (!why) continue;
     const prev = e.previousSibling, next = e.nextSibling;
@@ -269,7 +274,7 @@ def _check_head_view(page: Any, vid: str, params: dict) -> dict:
         page.wait_for_function(
             "([r, n]) => document.querySelectorAll(r + ' #vis svg #left text').length >= n",
             arg=[root, len(data["left_text"])], timeout=15000)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a timeout or a crashed page: either way nothing was drawn
         problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
         return result
     drawn = page.evaluate("""(r) => {
@@ -329,7 +334,7 @@ def _check_model_view(page: Any, vid: str, params: dict) -> dict:
     try:
         page.wait_for_function("([r, n]) => document.querySelectorAll(r + ' #vis svg .attn_background').length >= n",
                                arg=[root, n_layers * n_heads], timeout=15000)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a timeout or a crashed page: either way nothing was drawn
         problems.append("drew no SVG grid of heads (require.js / d3 / jQuery not loaded?)")
         return result
     thumbs = page.evaluate("(r) => document.querySelectorAll(r + ' #vis svg .attn_background').length", root)
@@ -341,7 +346,8 @@ def _check_model_view(page: Any, vid: str, params: dict) -> dict:
     bbox = first.bounding_box()
     page.mouse.click(bbox["x"] + bbox["width"] / 2, bbox["y"] + bbox["height"] / 2)
     detail = page.evaluate(
-        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg .detail text.token')).map(t => t.textContent)", root)
+        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg .detail text.token'))"
+        ".map(t => t.textContent)", root)
     expected = data["left_text"] + data["right_text"]
     if detail != expected:
         problems.append(f"clicking a head showed tokens {detail}, expected {expected}")
@@ -363,7 +369,7 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
     try:
         page.wait_for_function("([s, n]) => document.querySelectorAll(s + ' #leftText text.token').length >= n",
                                arg=[collapsed, len(data["left_text"])], timeout=15000)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a timeout or a crashed page: either way nothing was drawn
         problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
         return result
     drawn = page.evaluate("""([r, s]) => ({
@@ -375,7 +381,8 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
         problems.append(f"tokens drawn {drawn['left']} / {drawn['right']} differ from the view's data "
                         f"{data['left_text']} / {data['right_text']}")
     if (drawn["layers"], drawn["heads"]) != (n_layers, n_heads):
-        problems.append(f"menus offer {drawn['layers']} layers / {drawn['heads']} heads, data has {n_layers} / {n_heads}")
+        problems.append(f"menus offer {drawn['layers']} layers / {drawn['heads']} heads, "
+                        f"data has {n_layers} / {n_heads}")
     # Hover the first token: it is highlighted; click its (+): the query/key computation opens.
     token = page.locator(f"{collapsed} #leftText > g").first
     token.scroll_into_view_if_needed()
@@ -386,7 +393,8 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
     if highlighted != 1:
         problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
     token.locator("rect").nth(1).click()
-    expanded = page.evaluate("(r) => document.querySelector(r + ' #vis svg #expanded').getAttribute('visibility')", root)
+    expanded = page.evaluate("(r) => document.querySelector(r + ' #vis svg #expanded')"
+                             ".getAttribute('visibility')", root)
     if expanded != "visible":
         problems.append(f"clicking a token's (+) did not open the query/key view (visibility={expanded})")
     result["interaction"] = {"hover_highlighted": highlighted, "expanded": expanded}

@@ -47,7 +47,9 @@ def test_a_book_numbers_exercises_per_chapter_and_references_resolve(tmp_path: P
                            capture_output=True, text=True)
     assert build.returncode == 0 and "WARNING" not in build.stderr, build.stderr
     ch3, ch4 = ((out / f"{d}.html").read_text() for d in ("ch3", "ch4"))
-    text = lambda html: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))  # noqa: E731
+    def text(html):
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
     assert "Exercise 3.1" in text(ch3) and "Exercise 3.2" in text(ch3)
     assert "Exercise 4.1" in text(ch4) and "Exercise 4.2" in text(ch4)
     assert not re.search(r"Exercise [34]\b(?!\.)", text(ch3) + text(ch4))  # no book-wide "Exercise 4"

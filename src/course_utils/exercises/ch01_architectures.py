@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import modelinfo
 from .core import Case, Checker, Mistake, register
 
 __all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "gpt2_forward_flops",
@@ -44,7 +45,7 @@ __all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", 
 
 def count_parameters_reference(model: nn.Module) -> int:
     """The course's solution: ``parameters()`` yields each (possibly shared) tensor once."""
-    return sum(p.numel() for p in model.parameters())
+    return modelinfo.count_parameters(model)
 
 
 class TinyTiedLM(nn.Module):

@@ -17,9 +17,10 @@ The student *site* is built from a staged copy of the book in which solution cod
 tagged ``remove-cell`` -- executed, so that later cells still work, but not shown -- and
 ``hide_solutions`` is set. Check cells are tagged ``remove-output``: on the site the stub
 raises ``NotImplementedError``, so the "passed" that the hidden solution earned would be a
-verdict the page did not earn; the check is shown without one, and a note says to run it. (sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle
-gated solutions: ``solution-start`` disappears but its code cells stay, and the orphaned
-``solution-end`` node fails a ``-W`` build with "unknown node type: <solution_end_node>".)
+verdict the page did not earn; the check is shown without one, and a note says to run it.
+(sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle gated solutions:
+``solution-start`` disappears but its code cells stay, and the orphaned ``solution-end`` node
+fails a ``-W`` build with "unknown node type: <solution_end_node>".)
 """
 from __future__ import annotations
 
