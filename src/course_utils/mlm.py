@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import pack_ids, pad_batch
+from .batching import pack_ids, pad_batch
 from .runtime import synchronize
 from .training import evaluation_mode, lr_at, param_groups
 

@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from . import batching as _batching
 from . import data as _data
 from . import mlm as _mlm
 from . import training as _training
@@ -127,20 +128,73 @@ def spec(name: str, **overrides: Any) -> ZooSpec:
 
 
 def key(name: str, **overrides: Any) -> str:
-    """The cache key: a hash of the spec and of the source of the code that trains it."""
+    """The cache key: a hash of the spec and of the source of the code that trains it
+    (:func:`training_code`)."""
     h = hashlib.sha256()
     h.update(json.dumps({"name": name, **asdict(spec(name, **overrides))}, sort_keys=True).encode())
-    # The code that makes the weights: the corpus, the loop, and this module's training parts
-    # (not the whole module: editing the probes or the card must not retrain the models).
-    if spec(name, **overrides).arch == "bert":  # Chapter 5's loop and the BERT-only parts
-        code: list[Any] = [_data, _build, _bert_blocks, _mask_words, _fit_bert, _training.lr_at,
-                           _training.param_groups, _mlm.pack_blocks, _mlm.mask_tokens, _mlm.replace_selected,
-                           _mlm.mlm_loss, _mlm.train_mlm, _mlm.make_validation_set, _mlm.evaluate, _mlm.unigram_loss]
-    else:
-        code = [_data, _training, _build, _blocks, _Restricted, unigram_loss, eval_loss, _fit]
-    for obj in code:
-        h.update(inspect.getsource(obj).encode())
+    for part in training_code(name, **overrides).values():
+        h.update(part.encode())
     return h.hexdigest()[:16]
+
+
+def training_code(name: str, **overrides: Any) -> dict[str, str]:
+    """The code that makes the weights of zoo model ``name`` (:func:`code_that_trains` from the
+    training function of its architecture), and nothing else: editing a probe, the card, a
+    batching helper the training does not call or a corpus generator it does not use does not
+    retrain the models."""
+    s = spec(name, **overrides)
+    roots, skip = ([_fit_bert], ()) if s.arch == "bert" else ([_fit], (_fit_bert,))
+    # Not the weights: the probes (measured during training, with no effect on it) and, where
+    # the spec mixes in no in-context documents, their generator.
+    skip += (masked_probe_correct, masked_probe_kind_accuracy, causal_probe_correct)
+    if s.incontext_fraction <= 0:
+        skip += (_data.generate_incontext, _data.mix)
+    return code_that_trains(roots, skip=skip)
+
+
+def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[str, str]:
+    """``{qualified name: source or value}`` of ``roots`` and of everything of course_utils they
+    use, transitively: the functions and classes they name (directly or as ``module.name``, e.g.
+    ``_mlm.mask_tokens``) and the tables (lists, dicts, ...) they read, in name order."""
+    import ast
+    import sys
+    import textwrap
+    import types
+
+    found: dict[str, str] = {}
+    todo: list[tuple[str, Any]] = [("", r) for r in roots]
+    skipped = {id(inspect.unwrap(x)) for x in skip}
+
+    def ours(obj: Any) -> bool:
+        return getattr(obj, "__module__", "").split(".")[0] == __name__.split(".")[0]
+
+    while todo:
+        label, obj = todo.pop()
+        if isinstance(obj, (types.FunctionType, type)) or callable(obj) and hasattr(obj, "__wrapped__"):
+            obj = inspect.unwrap(obj)
+            qualname = f"{obj.__module__}.{obj.__qualname__}"
+            if not ours(obj) or id(obj) in skipped or qualname in found:
+                continue
+            source = inspect.getsource(obj)
+            found[qualname] = source
+            namespace = sys.modules[obj.__module__].__dict__
+            for node in ast.walk(ast.parse(textwrap.dedent(source))):
+                if isinstance(node, ast.Name) and node.id in namespace:
+                    todo.append((f"{obj.__module__}.{node.id}", namespace[node.id]))
+                elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                      and isinstance(namespace.get(node.value.id), types.ModuleType)):
+                    module = namespace[node.value.id]
+                    if hasattr(module, node.attr):
+                        todo.append((f"{module.__name__}.{node.attr}", getattr(module, node.attr)))
+        elif isinstance(obj, (list, tuple, dict, set, frozenset, str, int, float)) and label and label not in found:
+            items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+            found[label] = repr(items)  # a table: its values make the corpus
+            values = items.values() if isinstance(items, dict) else items if not isinstance(items, str) else []
+            for item in values:
+                for part in item if isinstance(item, tuple) else (item,):
+                    if callable(part):
+                        todo.append(("", part))
+    return dict(sorted(found.items()))
 
 
 def zoo_dir() -> Path:
@@ -265,7 +319,7 @@ def _build(s: ZooSpec, tok):
 
 def _blocks(texts: list[str], tok, s: ZooSpec) -> torch.Tensor:
     if s.arch == "gpt2":
-        return _data.pack(texts, tok, s.block_size + 1)  # (N, T+1): inputs and shifted targets
+        return _batching.pack(texts, tok, s.block_size + 1)  # (N, T+1): inputs and shifted targets
     return _bert_blocks(texts, tok, s)[0]
 
 
@@ -410,7 +464,7 @@ def causal_probe_correct(model, tok, probes: list[_data.Probe], *, batch_size: i
     correct = []
     for start in range(0, len(probes), batch_size):
         ps, ans = prompts[start:start + batch_size], answers[start:start + batch_size]
-        ids, mask = _data.pad_batch([a + b for a, b in zip(ps, ans)], tok.eos_token_id)  # right padding
+        ids, mask = _batching.pad_batch([a + b for a, b in zip(ps, ans)], tok.eos_token_id)  # right padding
         h = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, C)
         rows = [b for b, (p, a) in enumerate(zip(ps, ans)) for _ in a]
         cols = [t for p, a in zip(ps, ans) for t in range(len(p) - 1, len(p) + len(a) - 1)]
