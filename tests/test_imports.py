@@ -6,12 +6,14 @@ So the graph below counts every import, at the top of a module or inside a funct
 """
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "course_utils"
+PACKAGES = (PACKAGE, "course_book")  # the runtime students install, and the book's Sphinx extensions
 
 
 def _module_name(path: Path) -> str:
@@ -19,7 +21,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {_module_name(p): p for p in sorted((SRC / PACKAGE).rglob("*.py"))}
+MODULES = {_module_name(p): p for package in PACKAGES for p in sorted((SRC / package).rglob("*.py"))}
 
 
 def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
@@ -79,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def package_graph() -> dict[str, set[str]]:
     # A package's __init__ runs before its modules, and its modules do not import it back:
     # an edge to the package itself would be the import system's doing, not a cycle of ours.
-    return {name: imports_of(name, path.read_text()) - {PACKAGE} for name, path in MODULES.items()}
+    return {name: imports_of(name, path.read_text()) - set(PACKAGES) for name, path in MODULES.items()}
 
 
 def test_the_package_has_no_import_cycle():
@@ -124,3 +126,14 @@ def test_each_module_imports_in_a_fresh_interpreter():
         if proc.returncode != 0:
             failed[module] = err[-1500:]
     assert not failed, failed
+
+
+def test_the_runtime_needs_no_book_and_runs_no_repository_script():
+    # What a student installs (course_utils) imports nothing of the book's extensions, and no
+    # module builds a path into the repository's scripts/ folder to run it.
+    graph = package_graph()
+    book_imports = {name: deps for name, deps in graph.items()
+                    if name.startswith(PACKAGE + ".") and any(d.startswith("course_book") for d in deps)}
+    assert not book_imports
+    runs_scripts = [name for name, path in MODULES.items() if re.search(r"""["']scripts["']""", path.read_text())]
+    assert not runs_scripts

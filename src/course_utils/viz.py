@@ -4,7 +4,7 @@ bertviz's views are HTML + JavaScript. With ``html_action="return"`` they come b
 ``IPython.display.HTML`` object; displaying that object stores it in the notebook as a
 ``text/html`` output, which Jupyter shows live and the built site renders (the site's build
 points bertviz's require.js / d3 / jQuery URLs at local copies, see
-:mod:`course_utils.sphinx_offline`).
+:mod:`course_book.sphinx_offline`).
 """
 from __future__ import annotations
 

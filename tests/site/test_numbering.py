@@ -1,4 +1,4 @@
-"""course_utils.sphinx_numbering: exercises and figures numbered per chapter, references intact."""
+"""course_book.sphinx_numbering: exercises and figures numbered per chapter, references intact."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.sphinx_numbering import chapter_number, renumber
+from course_book.sphinx_numbering import chapter_number, renumber
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def _exercise(label: str, title: str) -> str:
 def test_a_book_numbers_exercises_per_chapter_and_references_resolve(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    (src / "conf.py").write_text("extensions = ['sphinx_exercise', 'course_utils.sphinx_numbering']\n")
+    (src / "conf.py").write_text("extensions = ['sphinx_exercise', 'course_book.sphinx_numbering']\n")
     (src / "index.rst").write_text("Book\n====\n\n.. toctree::\n\n   ch3\n   ch4\n")
     (src / "ch3.rst").write_text("Chapter 3 — First\n=================\n\n" + _exercise("ex-a", "A")
                                  + _exercise("ex-b", "B"))

@@ -80,7 +80,7 @@ INACCESSIBLE = (
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from course_utils.sphinx_offline import rewrite_cdn_urls
+    from course_book.sphinx_offline import rewrite_cdn_urls
 
     if not (VENDOR / "mathjax" / "tex-mml-chtml.js").is_file():
         import subprocess

@@ -1,7 +1,7 @@
-"""course_utils.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
+"""course_book.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
 from __future__ import annotations
 
-from course_utils.sphinx_a11y import fix_theme_markup
+from course_book.sphinx_a11y import fix_theme_markup
 from course_utils.viz import label_selects
 
 SEARCH = ('<button class="btn search-button-field search-button__button pst-js-only" title="Search" '

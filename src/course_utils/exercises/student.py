@@ -327,9 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         names = nbformat.read(path, as_version=4).metadata["course"]["exercises"]
         print(f"{path}: {len(names)} exercise(s){': ' + ', '.join(names) if names else ''}")
     if args.build_site:
-        static = root / "scripts" / "prepare_static.sh"
-        if static.is_file() and not args.stage_only:  # the same vendored browser libraries as the main site
-            subprocess.check_call(["bash", str(static)], cwd=root)
+        # The same vendored browser libraries as the main site, installed by the repository's
+        # script (not run from here): scripts/build_student_site.sh runs it first.
+        if not args.stage_only and not (root / "site" / "static" / "vendor").is_dir():
+            print("error: the site's browser libraries are missing: run `bash scripts/prepare_static.sh` "
+                  "first (or `bash scripts/build_student_site.sh`)", file=sys.stderr)
+            return 1
         stage = stage_student_site(root, root / "_build" / "student_src")
         command = build_command(stage, root / "_build" / "student")
         print("student site staged in", stage)
