@@ -170,11 +170,16 @@ def llama_parameter_count_reference(config: Any) -> int:
     return _llama_count(_config_key(config))
 
 
-def _llama_config(**kw: Any) -> Any:
-    from transformers import LlamaConfig
+def _hf_config(class_name: str, **kw: Any) -> Any:
+    """``transformers.<class_name>(**kw)`` (LlamaConfig, MixtralConfig), with the library quiet."""
+    import transformers
 
     _quiet_transformers()
-    return LlamaConfig(**kw)
+    return getattr(transformers, class_name)(**kw)
+
+
+def _llama_config(**kw: Any) -> Any:
+    return _hf_config("LlamaConfig", **kw)
 
 
 def _llama_cases() -> list[Case]:
@@ -271,10 +276,7 @@ def _moe_counts(key: tuple[str, str]) -> tuple[int, int]:
 
 
 def _mixtral_config(**kw: Any) -> Any:
-    from transformers import MixtralConfig
-
-    _quiet_transformers()
-    return MixtralConfig(**kw)
+    return _hf_config("MixtralConfig", **kw)
 
 
 def _moe_cases() -> list[Case]:
