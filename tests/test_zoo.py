@@ -325,6 +325,15 @@ def test_key_changes_with_a_table_of_the_corpus(monkeypatch):
     assert before[0] != after[0] and before[1] != after[1]
 
 
+def test_key_is_the_same_in_another_process():
+    # No memory address or set order in what is hashed: another interpreter, another hash seed.
+    code = "from course_utils import zoo; print(zoo.key('gpt2-course'), zoo.key('bert-course'))"
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED="123"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [zoo.key("gpt2-course"), zoo.key("bert-course")]
+
+
 def test_key_covers_the_config():
     assert zoo.key("gpt2-course") == zoo.key("gpt2-course")
     assert zoo.key("gpt2-course") != zoo.key("gpt2-course", steps=1)

@@ -155,30 +155,49 @@ def training_code(name: str, **overrides: Any) -> dict[str, str]:
 def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[str, str]:
     """``{qualified name: source or value}`` of ``roots`` and of everything of course_utils they
     use, transitively: the functions and classes they name (directly or as ``module.name``, e.g.
-    ``_mlm.mask_tokens``) and the tables (lists, dicts, ...) they read, in name order."""
+    ``_mlm.mask_tokens``) and the tables (lists, dicts, ...) they read, in name order. The text
+    is the same in every process (no memory addresses, sets sorted), so it can be hashed."""
     import ast
     import sys
     import textwrap
     import types
 
+    package = __name__.split(".")[0]
     found: dict[str, str] = {}
     todo: list[tuple[str, Any]] = [("", r) for r in roots]
     skipped = {id(inspect.unwrap(x)) for x in skip}
 
-    def ours(obj: Any) -> bool:
-        return getattr(obj, "__module__", "").split(".")[0] == __name__.split(".")[0]
+    def is_code(obj: Any) -> bool:
+        return isinstance(obj, (types.FunctionType, type)) or (callable(obj) and hasattr(obj, "__wrapped__"))
+
+    def stable(x: Any) -> str:  # repr, with functions by name and sets in order; queues their code
+        if is_code(x):
+            todo.append(("", x))
+            return f"<{getattr(x, '__module__', '')}.{getattr(x, '__qualname__', type(x).__name__)}>"
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{stable(k)}: {stable(v)}" for k, v in x.items()) + "}"
+        if isinstance(x, (list, tuple)):
+            return type(x).__name__ + "(" + ", ".join(stable(v) for v in x) + ")"
+        if isinstance(x, (set, frozenset)):
+            return "{" + ", ".join(sorted(stable(v) for v in x)) + "}"
+        text = repr(x)
+        return type(x).__qualname__ if " at 0x" in text else text
 
     while todo:
         label, obj = todo.pop()
-        if isinstance(obj, (types.FunctionType, type)) or callable(obj) and hasattr(obj, "__wrapped__"):
+        if is_code(obj):
             obj = inspect.unwrap(obj)
             qualname = f"{obj.__module__}.{obj.__qualname__}"
-            if not ours(obj) or id(obj) in skipped or qualname in found:
+            if obj.__module__.split(".")[0] != package or id(obj) in skipped or qualname in found:
                 continue
-            source = inspect.getsource(obj)
+            try:
+                source = textwrap.dedent(inspect.getsource(obj))
+                tree: ast.AST | None = ast.parse(source)
+            except (OSError, TypeError, SyntaxError):  # no source file, or a lambda inside a line
+                source, tree = qualname, None
             found[qualname] = source
             namespace = sys.modules[obj.__module__].__dict__
-            for node in ast.walk(ast.parse(textwrap.dedent(source))):
+            for node in ast.walk(tree) if tree is not None else ():
                 if isinstance(node, ast.Name) and node.id in namespace:
                     todo.append((f"{obj.__module__}.{node.id}", namespace[node.id]))
                 elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
@@ -186,14 +205,9 @@ def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[st
                     module = namespace[node.value.id]
                     if hasattr(module, node.attr):
                         todo.append((f"{module.__name__}.{node.attr}", getattr(module, node.attr)))
-        elif isinstance(obj, (list, tuple, dict, set, frozenset, str, int, float)) and label and label not in found:
-            items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
-            found[label] = repr(items)  # a table: its values make the corpus
-            values = items.values() if isinstance(items, dict) else items if not isinstance(items, str) else []
-            for item in values:
-                for part in item if isinstance(item, tuple) else (item,):
-                    if callable(part):
-                        todo.append(("", part))
+        elif (isinstance(obj, (list, tuple, dict, set, frozenset, str, int, float))
+              and label.split(".")[0] == package and label not in found):
+            found[label] = stable(obj)  # a table (or a constant): its values make the corpus
     return dict(sorted(found.items()))
 
 
