@@ -66,8 +66,7 @@ def next_token_logits(model: torch.nn.Module, input_ids: torch.Tensor, cache: An
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide the scores by ``temperature`` (> 0): below 1 sharpens, above 1 flattens."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}; for the argmax use greedy decoding "
-                         "(do_sample=False), as transformers' generate does.")
+        raise ValueError(f"temperature must be > 0, got {temperature!r}; for the argmax use greedy decoding.")
     return logits / temperature
 
 
