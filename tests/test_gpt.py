@@ -271,11 +271,12 @@ def test_generate_samples_from_the_sampling_processors():
     # Each step draws from softmax(process_logits(...)): replay the draws with the same generator.
     model = GPT(GPTConfig.tiny()).eval()
     start = torch.randint(0, 1000, (2, 4), generator=torch.Generator().manual_seed(0))
-    got = model.generate(start, 6, do_sample=True, temperature=0.7, top_k=3, generator=torch.Generator().manual_seed(2))
+    got = model.generate(start, 6, use_cache=False, do_sample=True, temperature=0.7, top_k=3,
+                         generator=torch.Generator().manual_seed(2))
     gen, idx = torch.Generator().manual_seed(2), start
     with torch.no_grad():
         for _ in range(6):
-            scores = process_logits(idx, model(idx).logits[:, -1], temperature=0.7, top_k=3)   # (B, V)
+            scores = process_logits(idx, model(idx, last_only=True).logits[:, -1], temperature=0.7, top_k=3)  # (B, V)
             assert int(torch.isfinite(scores).sum(-1).max()) <= 3 + 2  # top-3, ties aside
             idx = torch.cat([idx, torch.multinomial(scores.softmax(-1), 1, generator=gen)], dim=1)
     assert torch.equal(got, idx)
@@ -294,4 +295,4 @@ def test_temperature_zero_means_the_same_as_in_sampling():
         model.generate(start, 2, temperature=0.5)
     greedy = model.generate(start, 4)
     with torch.no_grad():
-        assert greedy[0, 3] == model(start).logits[0, -1].argmax()
+        assert greedy[0, 3] == model(start, last_only=True).logits[0, -1].argmax()
