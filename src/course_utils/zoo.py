@@ -166,6 +166,7 @@ def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[st
     found: dict[str, str] = {}
     todo: list[tuple[str, Any]] = [("", r) for r in roots]
     skipped = {id(inspect.unwrap(x)) for x in skip}
+    seen: set[int] = set()
 
     def is_code(obj: Any) -> bool:
         return isinstance(obj, (types.FunctionType, type)) or (callable(obj) and hasattr(obj, "__wrapped__"))
@@ -188,14 +189,19 @@ def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[st
         if is_code(obj):
             obj = inspect.unwrap(obj)
             qualname = f"{obj.__module__}.{obj.__qualname__}"
-            if obj.__module__.split(".")[0] != package or id(obj) in skipped or qualname in found:
+            if obj.__module__.split(".")[0] != package or id(obj) in skipped or id(obj) in seen:
                 continue
+            seen.add(id(obj))
             try:
                 source = textwrap.dedent(inspect.getsource(obj))
+            except (OSError, TypeError):  # no source file
+                source = qualname
+            try:
                 tree: ast.AST | None = ast.parse(source)
-            except (OSError, TypeError, SyntaxError):  # no source file, or a lambda inside a line
-                source, tree = qualname, None
-            found[qualname] = source
+            except SyntaxError:  # a lambda in the middle of a line: its line is its text
+                tree = None
+            # lambdas share one name: each under its own text
+            found[f"{qualname}:{source.strip()}" if "<lambda>" in qualname else qualname] = source
             namespace = sys.modules[obj.__module__].__dict__
             for node in ast.walk(tree) if tree is not None else ():
                 if isinstance(node, ast.Name) and node.id in namespace:
