@@ -143,7 +143,8 @@ def training_code(name: str, **overrides: Any) -> dict[str, str]:
     batching helper the training does not call or a corpus generator it does not use does not
     retrain the models."""
     s = spec(name, **overrides)
-    roots, skip = ([_fit_bert], ()) if s.arch == "bert" else ([_fit], (_fit_bert,))
+    roots: list[Any] = [_fit_bert] if s.arch == "bert" else [_fit]
+    skip: tuple[Any, ...] = () if s.arch == "bert" else (_fit_bert,)
     # Not the weights: the probes (measured during training, with no effect on it) and, where
     # the spec mixes in no in-context documents, their generator.
     skip += (masked_probe_correct, masked_probe_kind_accuracy, causal_probe_correct)
