@@ -5,7 +5,7 @@
 # And, for the browser tests only (not published with the site), axe-core into site/test-vendor:
 # tests/site injects it into each page to check accessibility, with no network either.
 # They come from the npm registry, pinned by site/package.json + site/package-lock.json
-# (integrity hashes), installed with `npm ci`; course_utils.sphinx_offline adds site/static to
+# (integrity hashes), installed with `npm ci`; course_book.sphinx_offline adds site/static to
 # the book's static files and points the pages at these copies.
 # Idempotent and fast: nothing is installed or copied again when the lock file is unchanged.
 set -euo pipefail

@@ -5,7 +5,7 @@
 
 Outputs are committed so that GitHub and Colab show results before anyone runs a cell, and so
 that nbval can compare the cells marked ``# NBVAL_CHECK_OUTPUT``. Execution is offline
-(COURSE_OFFLINE=1) and seeded; volatile metadata (timings, kernel details) is stripped so a
+(the environment of scripts/offline.env) and seeded; volatile metadata (timings, kernel details) is stripped so a
 re-run changes a file only where an output changed. No output is ever edited by hand.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from offline_env import offline_env  # scripts/ is this script's own folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -40,9 +41,7 @@ def regenerate(path: Path, timeout: int = 900) -> float:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    env = dict(os.environ, COURSE_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONHASHSEED="0",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, **offline_env())
     old = dict(os.environ)
     os.environ.update(env)
     t0 = time.time()

@@ -8,7 +8,7 @@
 #   build          the rest of the Jupyter Book build (parse, render, write the HTML)
 # A re-run with nothing changed reuses all of it. `bash scripts/site.sh --fresh` drops the
 # execution cache (every chapter is executed again); the zoo is kept (delete COURSE_CACHE for that).
-set -eo pipefail
+set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
 stage_start=$T0
@@ -36,7 +36,7 @@ else
 fi
 bash scripts/prepare_static.sh
 . .venv/bin/activate
-export MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+set -a; . scripts/offline.env; set +a
 
 stage "zoo training"
 # Trained here, not inside a chapter: a chapter's page then shows loading a model, not training it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything (pinned) and run every test, offline: unit tests, the chapters under
 # nbval, the book built with warnings as errors, and the built site in headless Chromium.
-set -eo pipefail
+set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
 stage_start=$T0
@@ -25,10 +25,15 @@ bash scripts/install_browser.sh   # Debian chromium for tests/site (apt-get only
 . .venv/bin/activate
 
 # The offline world, explicitly: CI has no network, and nothing may wait on a hub.
-export COURSE_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+set -a; . scripts/offline.env; set +a
 export COURSE_EXERCISES_STRICT=1   # a failing check in the book (a wrong solution) fails the run
 export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains once per run, shared below
-export MPLBACKEND=module://matplotlib_inline.backend_inline PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+
+stage "lint and types (ruff, mypy)"
+# Fast, and first: a lint failure should not wait for ten minutes of tests. The rules and the
+# reasons for them are in pyproject.toml ([tool.ruff], [tool.mypy]).
+ruff check src tests scripts .ci
+mypy
 
 stage "unit tests"
 run_pytest -q -m "not browser" tests

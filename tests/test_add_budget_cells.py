@@ -38,7 +38,8 @@ def test_a_chapter_gets_its_cells_once(tmp_path: Path) -> None:
     assert "chapter_budget()" in nb.cells[-1].source
     # every other cell is untouched, in order
     kept = [c for c in nb.cells if c.get("id") not in (abc.STATEMENT_ID, abc.MEASURE_ID)]
-    assert [c.source for c in kept] == [c.source for c in original.cells if c.get("id") not in (abc.STATEMENT_ID, abc.MEASURE_ID)]
+    budget_ids = (abc.STATEMENT_ID, abc.MEASURE_ID)
+    assert [c.source for c in kept] == [c.source for c in original.cells if c.get("id") not in budget_ids]
 
 
 def test_a_notebook_without_a_banner_is_refused(tmp_path: Path) -> None:
@@ -50,7 +51,8 @@ def test_a_notebook_without_a_banner_is_refused(tmp_path: Path) -> None:
 def test_the_budget_line_renders_the_glued_numbers(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Chapter 9 — Tiny"),
-        nbformat.v4.new_code_cell("import os; os.environ['COURSE_OFFLINE'] = '1'\nfrom course_utils import banner\n_ = banner()"),
+        nbformat.v4.new_code_cell("import os; os.environ['COURSE_OFFLINE'] = '1'\n"
+                                  "from course_utils import banner\n_ = banner()"),
         nbformat.v4.new_code_cell("x = sum(range(10**6))"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -63,6 +65,7 @@ def test_the_budget_line_renders_the_glued_numbers(tmp_path: Path) -> None:
                             str(tmp_path / "_build")], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (tmp_path / "_build" / "tiny.html").read_text()))
-    m = re.search(r"the whole chapter ran in ([0-9.]+) min on (\d+) CPU cores, with a peak memory of ([0-9.]+) GB", text)
+    m = re.search(r"the whole chapter ran in ([0-9.]+) min on (\d+) CPU cores, "
+                  r"with a peak memory of ([0-9.]+) GB", text)
     assert m, text[:2000]
     assert float(m.group(1)) >= 0 and int(m.group(2)) >= 1 and float(m.group(3)) > 0

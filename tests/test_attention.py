@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import assets, runtime
+from course_utils import assets
 from course_utils.attention import (
     Encoder,
     EncoderConfig,
@@ -36,15 +36,8 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def minilm():
     """The real pretrained encoder and bert-base-uncased tokenizer, loaded offline once."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COURSE_OFFLINE", "1")
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        runtime.is_online.cache_clear()
-        try:
-            model = assets.load_pretrained(assets.MINILM, attn_implementation="eager").eval()
-            tok = assets.load_tokenizer("bert-base-uncased")
-        finally:
-            runtime.is_online.cache_clear()
+    model = assets.load_pretrained(assets.MINILM, attn_implementation="eager").eval()  # offline: conftest
+    tok = assets.load_tokenizer("bert-base-uncased")
     assert model.course_asset.pretrained and model.config.num_hidden_layers == 6
     return model, tok
 
@@ -204,10 +197,10 @@ def test_from_scratch_encoder_reproduces_bert_per_layer(minilm, sentence):
         ours = enc(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert len(ours.hidden_states) == len(ref.hidden_states) == 7
     for layer, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m: f"hidden state {layer}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m, layer=layer: f"hidden state {layer}: {m}")
     for layer, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
         assert a.shape == b.shape == (1, 12, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m: f"attention {layer}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m, layer=layer: f"attention {layer}: {m}")
     torch.testing.assert_close(ours.last_hidden_state, ref.last_hidden_state, atol=1e-5, rtol=0)
 
 

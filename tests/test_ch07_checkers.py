@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from course_utils.exercises import check
 from course_utils.exercises import ch07_families_positions as ch07
+from course_utils.exercises import check
 
 
 def student_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
@@ -48,42 +48,12 @@ def test_t5_bucket_correct_passes(capsys):
     assert "passed (5 cases" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong,fragment", [
-    (ch07._t5_sign_flipped, "key position − query position"),
-    (ch07._t5_no_halving, "first halve num_buckets"),
-    (ch07._t5_abs_in_decoder, "max(−relative_position, 0)"),
-    (ch07._t5_rounding, "truncated towards zero"),
-    (ch07._t5_no_cap, "cap the logarithmic bucket"),
-])
-def test_t5_bucket_mistakes_get_their_hint(wrong, fragment):
-    result = check.t5_bucket(wrong)
-    assert not result.passed
-    assert result.hint is not None and fragment in result.hint, result.message
-
-
 def test_t5_bucket_broken_submissions():
     assert check.t5_bucket(lambda rp, *a, **k: rp.float()).stage == "dtype"
     assert check.t5_bucket(lambda rp, *a, **k: rp[:1]).stage == "shape"
     r = check.t5_bucket(lambda rp, *a, **k: 1 / 0)
     assert r.stage == "exception" and "ZeroDivisionError" in r.message
     assert check.t5_bucket(student_bucket(torch.arange(3))).stage == "misuse"
-
-
-def test_llama3_correct_passes():
-    result = check.llama3_inv_freq(student_llama3)
-    assert result.passed, result.message
-
-
-@pytest.mark.parametrize("wrong,fragment", [
-    (ch07._llama3_all, "plain position interpolation"),
-    (ch07._llama3_hard, "must interpolate"),
-    (ch07._llama3_swapped, "swapped"),
-    (ch07._llama3_no_2pi, "2π / θ"),
-])
-def test_llama3_mistakes_get_their_hint(wrong, fragment):
-    result = check.llama3_inv_freq(wrong)
-    assert not result.passed
-    assert result.hint is not None and fragment in result.hint, result.message
 
 
 def test_llama3_reference_is_the_library_and_differs_from_plain_rope():
@@ -117,23 +87,42 @@ def student_position_bias(bias_table, query_length, key_length, bidirectional=Tr
     return bias_table[buckets].permute(2, 0, 1)[None]
 
 
-def test_position_bias_correct_passes():
-    result = check.t5_position_bias(student_position_bias)
+def test_position_bias_wrong_layout_is_a_shape_error():
+    def permuted(table, T, S, *a, **k):
+        return student_position_bias(table, T, S, *a, **k)[0].permute(1, 2, 0)
+
+    r = check.t5_position_bias(permuted)
+    assert r.stage == "shape"
+
+
+# --------------------------------------------------------------------------- every checker: the right
+# answer passes, each known mistake gets its own hint
+MISTAKES = [
+    ("t5_bucket", ch07._t5_sign_flipped, "key position − query position"),
+    ("t5_bucket", ch07._t5_no_halving, "first halve num_buckets"),
+    ("t5_bucket", ch07._t5_abs_in_decoder, "max(−relative_position, 0)"),
+    ("t5_bucket", ch07._t5_rounding, "truncated towards zero"),
+    ("t5_bucket", ch07._t5_no_cap, "cap the logarithmic bucket"),
+    ("llama3_inv_freq", ch07._llama3_all, "plain position interpolation"),
+    ("llama3_inv_freq", ch07._llama3_hard, "must interpolate"),
+    ("llama3_inv_freq", ch07._llama3_swapped, "swapped"),
+    ("llama3_inv_freq", ch07._llama3_no_2pi, "2π / θ"),
+    ("t5_position_bias", ch07._bias_transposed, "transposing"),
+    ("t5_position_bias", ch07._bias_sign, "key position − query position"),
+    ("t5_position_bias", ch07._bias_always_bidirectional, "pass `bidirectional` on"),
+    ("t5_position_bias", ch07._bias_top_left, "the *last* T positions"),
+]
+
+
+@pytest.mark.parametrize("name, right", [("llama3_inv_freq", student_llama3),
+                                         ("t5_position_bias", student_position_bias)])
+def test_the_right_answer_passes(name, right):
+    result = getattr(check, name)(right)
     assert result.passed, result.message
 
 
-@pytest.mark.parametrize("wrong,fragment", [
-    (ch07._bias_transposed, "transposing"),
-    (ch07._bias_sign, "key position − query position"),
-    (ch07._bias_always_bidirectional, "pass `bidirectional` on"),
-    (ch07._bias_top_left, "the *last* T positions"),
-])
-def test_position_bias_mistakes_get_their_hint(wrong, fragment):
-    result = check.t5_position_bias(wrong)
+@pytest.mark.parametrize("name, wrong, fragment", MISTAKES, ids=[f"{n}-{w.__name__}" for n, w, _ in MISTAKES])
+def test_each_mistake_gets_its_hint(name, wrong, fragment):
+    result = getattr(check, name)(wrong)
     assert not result.passed
     assert result.hint is not None and fragment in result.hint, result.message
-
-
-def test_position_bias_wrong_layout_is_a_shape_error():
-    r = check.t5_position_bias(lambda table, T, S, *a, **k: student_position_bias(table, T, S, *a, **k)[0].permute(1, 2, 0))
-    assert r.stage == "shape"

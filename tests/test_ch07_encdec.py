@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _ch07_cells import chapter_namespace
 from transformers import BartConfig, BartForConditionalGeneration
 from transformers.models.bart.modeling_bart import BartDecoderLayer, BartEncoderLayer, shift_tokens_right
 
 from course_utils.attention import causal_mask, padding_mask
 from course_utils.families import published_config, random_init
-
-from _ch07_cells import chapter_namespace
 
 TOL = 1e-5
 
@@ -23,7 +22,8 @@ def ch():
 
 def _small_config(**kw) -> BartConfig:
     cfg = BartConfig(vocab_size=300, d_model=48, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
-                     decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=40, **kw)
+                     decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=40,
+                     **kw)
     cfg._attn_implementation = "eager"
     return cfg
 

@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+from _ch07_cells import chapter_namespace
 from transformers import LlamaConfig
 from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from course_utils import positions
 from course_utils.attention import causal_mask
-
-from _ch07_cells import chapter_namespace
 
 
 @pytest.fixture(scope="module")

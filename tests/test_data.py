@@ -1,11 +1,10 @@
-"""Tests of course_utils.data: the generated corpus, held-out phrasings, packing and padding."""
+"""Tests of course_utils.data: the generated corpus and held-out phrasings (batching: test_batching)."""
 from __future__ import annotations
 
 import re
 import time
 
 import pytest
-import torch
 
 from course_utils import data
 
@@ -77,7 +76,7 @@ def test_every_fact_is_taught_in_another_phrasing(corpus):
     missing = [p.text for p in seen if p.text not in text]
     assert len(missing) / len(seen) < 0.05  # 300k words: nearly every seen pair occurs
     for relation, facts in data.FACTS.items():
-        for s, o in facts:
+        for s, _ in facts:
             assert any(p.subject == s and p.relation == relation and p.text in text for p in seen), (relation, s)
 
 
@@ -212,61 +211,3 @@ def test_market_items_have_a_long_tail():
     w = [x / sum(data._MARKET_WEIGHTS) for x in data._MARKET_WEIGHTS]
     assert -sum(p * math.log(p) for p in w) > 3.0  # nats: far from a handful of choices
     assert len(set(data.MARKET_ITEMS)) == len(data.MARKET_ITEMS) >= 50
-
-
-# --- packing, padding --------------------------------------------------------------------------
-
-def test_pack_ids_tiny_example():
-    out = data.pack_ids([[1, 2, 3], [4, 5]], 3, sep_id=0)
-    assert out.tolist() == [[1, 2, 3], [0, 4, 5]]  # the final separator is the dropped tail
-    assert data.pack_ids([[1, 2, 3, 4, 5, 6, 7]], 2).tolist() == [[1, 2], [3, 4], [5, 6]]
-    assert out.dtype == torch.long
-    with pytest.raises(ValueError, match="block_size"):
-        data.pack_ids([[1]], 0)
-
-
-def test_pack_with_the_real_gpt2_tokenizer():
-    from course_utils.assets import load_tokenizer
-
-    tok = load_tokenizer("gpt2")
-    blocks = data.pack(["Hello World.", "This is Agney"], tok, 4)
-    # Real GPT-2 ids: Hello 15496, " World" 2159, "." 13, <|endoftext|> 50256, This 1212, " is" 318 ...
-    assert blocks.tolist() == [[15496, 2159, 13, 50256], [1212, 318, 2449, 1681]]
-    with pytest.raises(TypeError, match="str"):
-        data.pack([[1, 2]], tok, 4)
-
-
-def test_pad_batch_dynamic_right_and_left():
-    ids, mask = data.pad_batch([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    ids, mask = data.pad_batch([[5, 6, 7], [8]], pad_id=0, side="left", multiple_of=4)
-    assert ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
-    ids, _ = data.pad_batch([[1, 2, 3, 4, 5]], pad_id=0, max_length=3)
-    assert ids.tolist() == [[1, 2, 3]]
-    with pytest.raises(ValueError, match="side"):
-        data.pad_batch([[1]], 0, side="middle")
-
-
-def test_padding_waste_on_a_hand_made_example():
-    lengths = [2, 7, 3, 8]  # 20 real tokens, batches of 2
-    r = data.padding_waste(lengths, 2, "max_length")
-    assert (r.real_tokens, r.total_positions, r.waste) == (20, 32, 12 / 32)
-    r = data.padding_waste(lengths, 2, "dynamic")         # [2, 7] -> 2*7, [3, 8] -> 2*8
-    assert (r.total_positions, r.padding) == (30, 10)
-    r = data.padding_waste(lengths, 2, "sorted")          # [2, 3] -> 2*3, [7, 8] -> 2*8
-    assert (r.total_positions, r.waste) == (22, 2 / 22)
-    r = data.padding_waste(lengths, 2, "packed", max_length=8)  # 20 tokens -> 3 blocks of 8
-    assert (r.total_positions, r.waste, r.n_batches) == (24, 4 / 24, 2)
-    assert "padding" in str(r)
-    with pytest.raises(ValueError, match="recipe"):
-        data.padding_waste(lengths, 2, "bucketed")
-
-
-def test_padding_waste_of_the_corpus_orders_the_recipes(corpus):
-    from course_utils.assets import load_tokenizer
-
-    tok = load_tokenizer("bert-base-uncased")
-    lengths = [len(x) for x in tok(corpus["validation"][:512])["input_ids"]]
-    waste = {r: data.padding_waste(lengths, 32, r, max_length=128).waste for r in data.RECIPES}
-    assert waste["max_length"] > waste["dynamic"] > waste["sorted"] > waste["packed"]
-    assert waste["max_length"] > 0.5 and waste["packed"] < 0.01

@@ -2,8 +2,6 @@
 with repeated heads, and the counting and measuring helpers give known values."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,8 @@ from course_utils.efficient import (
     tiled_attention,
     time_call,
 )
+from course_utils.gpt import CausalSelfAttention, GPTConfig
+from course_utils.modelinfo import count_parameters
 
 # dtype -> tolerance of tiled vs. naive in the same dtype (naive is computed in float64 and cast,
 # so the only error is the low-precision rounding of the inputs' products and of the output)
@@ -144,7 +144,8 @@ def test_tiled_bad_inputs_have_clear_messages():
 
 def test_online_softmax_merge_is_exact_for_any_split():
     g = torch.Generator().manual_seed(0)
-    scores, v = torch.randn(3, 20, generator=g, dtype=torch.float64) * 5, torch.randn(20, 4, generator=g, dtype=torch.float64)
+    scores = torch.randn(3, 20, generator=g, dtype=torch.float64) * 5
+    v = torch.randn(20, 4, generator=g, dtype=torch.float64)
     want = torch.softmax(scores, -1) @ v
     for cut in (1, 7, 19):
         a, b = block_state(scores[:, :cut], v[:cut]), block_state(scores[:, cut:], v[cut:])
@@ -221,9 +222,16 @@ def test_counts_for_gpt2_small():
     assert kv_cache_bytes_per_token(12, 12, 64, torch.float16) == 36_864
     assert kv_cache_bytes_per_token(12, 12, 64, torch.float32) == 73_728
     assert kv_cache_bytes_per_token(12, 1, 64, torch.float16) == 3_072  # multi-query: 12x less
-    # an attention layer of GPT-2 small (c_attn 768x2304 + c_proj 768x768, with biases)
-    assert attention_param_count(768, 12, 12) == 768 * 2304 + 2304 + 768 * 768 + 768 == 2_362_368
-    assert attention_param_count(768, 12, 1, bias=False) == 2 * 768 * 768 + 2 * 768 * 64
+
+
+def test_attention_param_count_counts_the_modules():
+    # the formula against the parameters of the modules it describes (on the meta device: no memory)
+    with torch.device("meta"):
+        gpt2_small_attention = CausalSelfAttention(GPTConfig())  # c_attn 768x2304 + c_proj 768x768, biases
+        assert attention_param_count(768, 12, 12) == count_parameters(gpt2_small_attention)
+        for n_kv_head, bias in [(12, True), (4, True), (1, True), (1, False)]:
+            gqa = GroupedQueryAttention(768, 12, n_kv_head, bias=bias)
+            assert attention_param_count(768, 12, n_kv_head, bias=bias) == count_parameters(gqa), (n_kv_head, bias)
 
 
 def test_loglog_slope():
@@ -248,8 +256,22 @@ def test_peak_memory_on_cpu_sees_the_scores():
         peak_memory(lambda: None, "meta")
 
 
-def test_time_call_and_sdpa_kernel_on_cpu():
-    assert time_call(lambda: sum(range(10)), "cpu", repeats=2) >= 0
+def test_time_call_is_the_best_of_the_timed_calls(monkeypatch):
+    # A clock that we control: call i of fn takes durations[i] seconds; the warm-up call is not timed.
+    import course_utils.efficient as eff
+
+    durations, now, calls = [9.0, 0.5, 0.2, 0.4], [0.0], []
+
+    def fn():
+        now[0] += durations[len(calls)]
+        calls.append(len(calls))
+
+    monkeypatch.setattr(eff.time, "perf_counter", lambda: now[0])
+    assert time_call(fn, "cpu", repeats=3, warmup=1) == pytest.approx(0.2)  # the best, not the mean 0.37
+    assert len(calls) == 4
+
+
+def test_sdpa_kernel_on_cpu():
     q = torch.randn(1, 2, 32, 16)
     name, ops = sdpa_kernels(q, q, q, is_causal=True)
     assert name == "flash attention (fused CPU kernel)"

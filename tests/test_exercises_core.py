@@ -144,7 +144,7 @@ def test_a_hanging_function_is_stopped(body):
             while True:
                 try:
                     time.sleep(60)
-                except:  # noqa: E722
+                except:  # noqa: E722 - the point: a student's bare except that swallows the interrupt
                     pass
 
     start = time.perf_counter()
@@ -326,7 +326,9 @@ def test_repr_and_display(capsys):
 
 
 def test_value_checkers():
-    expected = lambda: torch.arange(6.0).reshape(2, 3).softmax(dim=-1)  # noqa: E731
+    def expected():
+        return torch.arange(6.0).reshape(2, 3).softmax(dim=-1)
+
     value = Checker("test_probs", expected, kind="value", axes=("rows", "cols"),
                     mistakes=[Mistake(lambda: torch.arange(6.0).reshape(2, 3).softmax(dim=0), WRONG_AXIS)])
     assert value(expected()).passed
@@ -346,7 +348,7 @@ def test_registry_finds_chapter_checkers_and_suggests_names():
     assert check.count_parameters is ch01.count_parameters
     assert "count_parameters" in dir(check)
     with pytest.raises(AttributeError, match=r"no checker check.count_paramters; did you mean check.count_parameters"):
-        check.count_paramters  # noqa: B018
+        check.count_paramters  # noqa: B018 - the attribute access is what raises
 
 
 def test_a_broken_chapter_module_does_not_hide_the_others(monkeypatch):
@@ -358,7 +360,7 @@ def test_a_broken_chapter_module_does_not_hide_the_others(monkeypatch):
     assert check.count_parameters.name == "count_parameters"
     assert "ch00_missing" in core._IMPORT_ERRORS
     with pytest.raises(AttributeError, match=r"failed to import: ch00_missing: ModuleNotFoundError"):
-        check.nothing_like_this  # noqa: B018
+        check.nothing_like_this  # noqa: B018 - the attribute access is what raises
 
 
 def test_duplicate_names_across_modules_are_refused():

@@ -4,7 +4,6 @@ chapter's manual forward pass and the from-scratch ``course_utils.gpt.GPT`` agai
 the KV cache against uncached computation."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 
 from course_utils.assets import load_architecture, load_tokenizer
 from course_utils.gpt import GPT, GPTConfig
+from course_utils.sampling import apply_temperature, process_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = ROOT / "chapters" / "03_gpt2_internals.ipynb"
@@ -21,7 +21,6 @@ PROMPTS = ["Hello World. This is Agney", "The capital of France is Paris.",
            "Once upon a time, a little cat called Anna lived in a village.", "In 2026, 12345 + 678 = 13023."]
 TOL = 1e-5  # fp32: the issue's bound on max |ours - library|
 
-HAS_ZOO = importlib.util.find_spec("course_utils.zoo") is not None
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,6 @@ def gpt2_small():
 
 @pytest.fixture(scope="module")
 def zoo_gpt2():
-    if not HAS_ZOO:
-        pytest.skip("course_utils.zoo does not exist yet (the trained gpt2-course model comes from it)")
     from course_utils import zoo
 
     model = zoo.load("gpt2-course", progress=False)
@@ -264,6 +261,38 @@ def test_last_only_logits_are_the_last_row():
 def test_sampling_is_reproducible_with_a_generator():
     model = GPT(GPTConfig.tiny()).eval()
     start = torch.zeros(1, 3, dtype=torch.long)
-    a = model.generate(start, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
-    b = model.generate(start, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    kw = dict(do_sample=True, temperature=0.8, top_k=5)
+    a = model.generate(start, 10, generator=torch.Generator().manual_seed(1), **kw)
+    b = model.generate(start, 10, generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(a, b) and a.shape == (1, 13)
+
+
+def test_generate_samples_from_the_sampling_processors():
+    # Each step draws from softmax(process_logits(...)): replay the draws with the same generator.
+    model = GPT(GPTConfig.tiny()).eval()
+    start = torch.randint(0, 1000, (2, 4), generator=torch.Generator().manual_seed(0))
+    got = model.generate(start, 6, use_cache=False, do_sample=True, temperature=0.7, top_k=3,
+                         generator=torch.Generator().manual_seed(2))
+    gen, idx = torch.Generator().manual_seed(2), start
+    with torch.no_grad():
+        for _ in range(6):
+            scores = process_logits(idx, model(idx, last_only=True).logits[:, -1], temperature=0.7, top_k=3)  # (B, V)
+            assert int(torch.isfinite(scores).sum(-1).max()) <= 3 + 2  # top-3, ties aside
+            idx = torch.cat([idx, torch.multinomial(scores.softmax(-1), 1, generator=gen)], dim=1)
+    assert torch.equal(got, idx)
+
+
+def test_temperature_zero_means_the_same_as_in_sampling():
+    # One meaning across the course: temperature must be > 0; greedy decoding is do_sample=False.
+    model = GPT(GPTConfig.tiny()).eval()
+    start = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="temperature must be > 0") as ours:
+        model.generate(start, 2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature must be > 0") as theirs:
+        apply_temperature(torch.zeros(1, 5), 0.0)
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError, match="do_sample=True"):
+        model.generate(start, 2, temperature=0.5)
+    greedy = model.generate(start, 4)
+    with torch.no_grad():
+        assert greedy[0, 3] == model(start, last_only=True).logits[0, -1].argmax()

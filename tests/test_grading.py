@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -33,6 +34,17 @@ def grade_command(subs: Path, out: Path, *extra: str) -> tuple[list[str], dict[s
     cmd = [sys.executable, "-m", "course_utils.exercises.grade", str(subs), "--out", str(out),
            "--checkers", str(DEMO_CHECKERS), "--seed", "0", *extra]
     return cmd, env
+
+
+def run_grader(subs: Path, out: Path, *extra: str, timeout: int = 900,
+               reader: Any = csv.DictReader) -> tuple[list[Any], subprocess.CompletedProcess]:
+    """Grade ``subs`` into ``out`` with the fixture's checkers: the CSV's rows (``reader``'s) and the process."""
+    cmd, env = grade_command(subs, out, *extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr
+    with open(out, newline="", encoding="utf-8") as fh:
+        return list(reader(fh)), proc
+
 
 COUNT_OK = "def count_parameters(model):\n    return sum(p.numel() for p in model.parameters())\n"
 COUNT_STATE_DICT = "def count_parameters(model):\n    return sum(t.numel() for t in model.state_dict().values())\n"
@@ -60,13 +72,20 @@ def _submission(handout: nbformat.NotebookNode, answers: list[str], extra: dict[
     return nb
 
 
+def new_run(tmp_path_factory, name: str) -> tuple[Path, Path]:
+    """A fresh folder for a grading run, and its (empty) submissions folder."""
+    tmp = tmp_path_factory.mktemp(name)
+    (tmp / "submissions").mkdir()
+    return tmp, tmp / "submissions"
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grading")
+    tmp, subs = new_run(tmp_path_factory, "grading")
     handout = _student_edition(tmp)
-    subs = tmp / "submissions"
-    subs.mkdir()
-    write = lambda name, nb: nbformat.write(nb, subs / name)  # noqa: E731
+    def write(name, nb):
+        nbformat.write(nb, subs / name)
+
     write("alice.ipynb", _submission(handout, [COUNT_OK, SOFTMAX_OK]))
     write("bob.ipynb", _submission(handout, [COUNT_STATE_DICT, SOFTMAX_DIM0]))
     shutil.copy(FIXTURES / "not_json.ipynb", subs / "carol.ipynb")
@@ -83,12 +102,8 @@ def graded(tmp_path_factory):
     write("kim.ipynb", _submission(handout, ["def count_parameters(model):\n    while True:\n        pass\n",
                                              SOFTMAX_OK]))
     out = tmp / "results.csv"
-    cmd, env = grade_command(subs, out, "--cell-timeout", "20", "--timeout", "120", "--max-output-mb", "1",
-                             "--jobs", "2")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    rows, proc = run_grader(subs, out, "--cell-timeout", "20", "--timeout", "120", "--max-output-mb", "1",
+                            "--jobs", "2", reader=csv.reader)
     return rows, tmp / "feedback", proc
 
 
@@ -100,7 +115,8 @@ def test_csv_exact(graded):
     expected = [
         ["student", "exercise", "passed", "feedback"],
         ["alice", CP, "1", "check.count_parameters passed (6 cases: one Linear(3, 4), nested submodules, tied "
-                           "embedding and output weights, a module with buffers, partly frozen, no parameters at all)."],
+                           "embedding and output weights, a module with buffers, partly frozen, no parameters at "
+                           "all)."],
         ["alice", SM, "1", "check.demo_softmax passed (2 cases: random, one column)."],
         ["bob", CP, "0", "check.count_parameters (case 'tied embedding and output weights'): expected 78, got 144 "
                          "(66 too many). Hint: the tied weight was counted twice: `state_dict()` and "

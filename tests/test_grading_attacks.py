@@ -9,7 +9,6 @@ course's own implementation, and look at (or into) the other submissions.
 """
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_grading import BOOK_NB, COUNT_OK, SOFTMAX_DIM0, SOFTMAX_OK, new_run, run_grader
 
 from course_utils.exercises import student
-
-from test_grading import BOOK_NB, COUNT_OK, SOFTMAX_DIM0, SOFTMAX_OK, grade_command
 
 CP, SM = "count_parameters", "demo_softmax"
 STUB = None  # leave the stub as handed out
@@ -182,18 +180,12 @@ SUBMISSIONS = {
 
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("attacks")
+    tmp, subs = new_run(tmp_path_factory, "attacks")
     handout = _handout(tmp)
-    subs = tmp / "submissions"
-    subs.mkdir()
     for name, spec in SUBMISSIONS.items():
         nbformat.write(_submission(handout, **spec), subs / f"{name}.ipynb")
     out = tmp / "results.csv"
-    cmd, env = grade_command(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows, proc = run_grader(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2", timeout=1200)
     return {(r["student"], r["exercise"]): r for r in rows}, proc
 
 
@@ -294,12 +286,10 @@ def test_a_kernel_sees_only_its_own_notebook(tmp_path):
     for name in ("ann", "ben"):
         nbformat.write(_submission(handout, [COUNT_OK, SOFTMAX_OK], after=PROBE + probe_call), subs / f"{name}.ipynb")
     out = tmp_path / "results.csv"
-    cmd, env = grade_command(subs, out, "--exercises", "demo_isolation", "--jobs", "2", "--isolation", "required")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    server.close()
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        rows, proc = run_grader(subs, out, "--exercises", "demo_isolation", "--jobs", "2", "--isolation", "required")
+    finally:
+        server.close()
     assert [(r["student"], r["passed"]) for r in rows] == [("ann", "1"), ("ben", "1")], rows
     assert "isolation: read-only file system; hidden: " in proc.stderr and "no network" in proc.stderr
 
@@ -314,19 +304,13 @@ UNISOLATED = ["right", "wrong", "forged_records", "patched_core", "patched_torch
 def attacked_unisolated(tmp_path_factory):
     """The same attacks where the OS gives no namespaces (macOS, a locked-down container):
     the verdicts are still made outside the kernel, so none of them may pass."""
-    tmp = tmp_path_factory.mktemp("attacks_off")
+    tmp, subs = new_run(tmp_path_factory, "attacks_off")
     handout = _handout(tmp)
-    subs = tmp / "submissions"
-    subs.mkdir()
     for name in UNISOLATED:
         nbformat.write(_submission(handout, **SUBMISSIONS[name]), subs / f"{name}.ipynb")
     out = tmp / "results.csv"
-    cmd, env = grade_command(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
-                             "--isolation", "off")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows, proc = run_grader(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
+                            "--isolation", "off", timeout=1200)
     return {(r["student"], r["exercise"]): r["passed"] for r in rows}, proc
 
 

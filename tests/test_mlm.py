@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import mlm
+from course_utils.modelinfo import count_parameters
 from course_utils.training import lr_at, param_groups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,11 +58,6 @@ def chapter():
     return namespace
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, COURSE_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 # --------------------------------------------------------------------------- the chapter's cells = the package
 def test_chapter_pack_and_mask_equal_the_package(chapter, tok, corpus):
     passages = tok(corpus["train"][:200], add_special_tokens=False)["input_ids"]
@@ -82,7 +78,8 @@ def test_chapter_loss_and_loop_equal_the_package(chapter, tok, blocks):
                                      generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for kw in ({}, {"sparse": False}, {"vocab": vocab}):
-            assert float(chapter["mlm_loss"](model, inputs, labels, **kw)) == float(mlm.mlm_loss(model, inputs, labels, **kw))
+            page_loss = float(chapter["mlm_loss"](model, inputs, labels, **kw))
+            assert page_loss == float(mlm.mlm_loss(model, inputs, labels, **kw))
     # The loop, with the options the zoo and the benchmark use: a few steps, the same losses.
     settings = [dict(vocab=vocab, warmup=2), dict(sparse=False, warmup=0, min_lr_ratio=1.0, lr=5e-5),
                 dict(vocab=vocab, bf16=True, batch_size=4)]
@@ -90,9 +87,11 @@ def test_chapter_loss_and_loop_equal_the_package(chapter, tok, blocks):
         kw = {"steps": 4, "lr": 3e-3, "batch_size": 8, "seed": 1, **extra}
         calls: list[tuple[int, int]] = []
         ours, _ = chapter["train_mlm"](mlm.build_model(seed=0, num_hidden_layers=1), tok, blocks,
-                                       callback=lambda s, t: calls.append(("page", s)) and False, every=2, **kw)
+                                       callback=lambda s, t, calls=calls: calls.append(("page", s)) and False,
+                                       every=2, **kw)
         package, _ = mlm.train_mlm(mlm.build_model(seed=0, num_hidden_layers=1), tok, blocks,
-                                   callback=lambda s, t: calls.append(("package", s)) and False, every=2, **kw)
+                                   callback=lambda s, t, calls=calls: calls.append(("package", s)) and False,
+                                   every=2, **kw)
         assert ours == package, extra
         assert calls == [("page", 2), ("page", 4), ("package", 2), ("package", 4)]
 
@@ -104,8 +103,12 @@ def test_seed_model_has_the_seed_config_and_a_tied_head():
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
             cfg.max_position_embeddings, cfg.vocab_size) == (128, 2, 4, 512, 128, 30522)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
-    # embeddings 3,923,712 + 2 layers x 198,272 + head (transform 16,768, bias 30,522); tied: counted once
-    assert sum(p.numel() for p in model.parameters()) == 4_367_546
+    # BERT's parameters from its sizes (the output matrix is the tied word embedding: counted once)
+    V, C, P, I = cfg.vocab_size, cfg.hidden_size, cfg.max_position_embeddings, cfg.intermediate_size
+    embeddings = (V + P + cfg.type_vocab_size) * C + 2 * C                # word, position, segment; LayerNorm
+    layer = 4 * (C * C + C) + 2 * C + (C * I + I) + (I * C + C) + 2 * C    # Q, K, V, O; LN; MLP up, down; LN
+    head = (C * C + C) + 2 * C + V                                         # transform; LN; output bias
+    assert count_parameters(model) == embeddings + cfg.num_hidden_layers * layer + head
 
 
 def test_mask_tokens_follows_the_80_10_10_rule():
@@ -209,7 +212,7 @@ def test_validation_set_is_fixed_and_cut_to_64(tok, corpus):
     a = mlm.make_validation_set(tok, corpus["validation"], max_texts=30, batch_size=8)
     b = mlm.make_validation_set(tok, corpus["validation"], max_texts=30, batch_size=8)
     assert a.n_texts == 30 and a.n_masked == b.n_masked > 0
-    for (x1, m1, l1), (x2, m2, l2) in zip(a.batches, b.batches):
+    for (x1, _, l1), (x2, _, l2) in zip(a.batches, b.batches):
         assert torch.equal(x1, x2) and torch.equal(l1, l2)
     assert max(x.shape[1] for x, _, _ in a.batches) <= mlm.VAL_MAX_LENGTH
     with pytest.raises(ValueError, match="non-empty"):
@@ -327,11 +330,13 @@ def test_probe_helpers(tok):
 
 # --------------------------------------------------------------------------- the benchmark
 @pytest.mark.slow
-def test_benchmark_quick_prints_its_ratio(tmp_path):
+def test_benchmark_quick_prints_its_ratio(tmp_path, offline_environ):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mlm_recipe.py"), "--quick", "--no-ablation",
                           "--threads", "1", "--json", str(out)],
-                         env=_env(), capture_output=True, text=True, timeout=900)
+                         env=dict(os.environ, **offline_environ,
+                                  PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")),
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["quick"] and report["threads"] == 1 and report["machine"] and report["load_average_at_start"]

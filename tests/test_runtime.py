@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from course_utils import runtime
+from course_utils import online, runtime
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def test_detection_on_closed_network_answers_in_about_a_second(monkeypatch):
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     # An address that never answers (TEST-NET-1) stands in for the hub, as on a closed network.
-    monkeypatch.setattr(runtime, "_HUB_HOST", ("192.0.2.1", 443))
+    monkeypatch.setattr(online, "_HUB_HOST", ("192.0.2.1", 443))
     t0 = time.perf_counter()
     assert runtime.is_online(timeout=1.0) is False
     assert time.perf_counter() - t0 < 1.5

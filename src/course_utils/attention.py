@@ -296,7 +296,8 @@ def load_bert_weights(encoder: nn.Module, bert: nn.Module | Mapping[str, torch.T
 def encoder_from_bert(bert: nn.Module) -> Encoder:
     """A new :class:`Encoder` with the config and weights of a Hugging Face ``BertModel``, in eval mode."""
     encoder = Encoder(EncoderConfig.from_hf(bert.config))
-    return load_bert_weights(encoder, bert).eval()
+    load_bert_weights(encoder, bert)
+    return encoder.eval()
 
 
 __all__ = [

@@ -27,12 +27,13 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
 from .attention import causal_mask, scaled_dot_product_attention
+from .runtime import synchronize
 
 __all__ = [
     "BlockState", "block_state", "merge_blocks", "tiled_attention", "naive_attention",
@@ -282,13 +283,6 @@ def kv_cache_bytes_per_token(n_layer: int, n_kv_head: int, head_size: int, dtype
 
 
 # --------------------------------------------------------------------------- measuring
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1) -> float:
     """Seconds one call of ``fn()`` takes: the best of ``repeats`` timed calls after
     ``warmup`` untimed ones, with the device synchronised around each (GPU kernels run
@@ -296,12 +290,12 @@ def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repe
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     best = math.inf
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -369,16 +363,17 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
     """
     device = torch.device(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        torch.cuda.synchronize(device)
+        synchronize(device)
         return MemoryMeasurement(torch.cuda.max_memory_allocated(device) - base,
                                  "torch.cuda.max_memory_allocated (CUDA caching allocator)")
     if device.type == "cpu":
-        return MemoryMeasurement(_cpu_peak_bytes(fn), "CPU allocator total, recorded by torch.profiler(profile_memory=True)")
+        return MemoryMeasurement(_cpu_peak_bytes(fn),
+                                 "CPU allocator total, recorded by torch.profiler(profile_memory=True)")
     raise NotImplementedError(f"peak_memory measures CUDA and CPU only, not {device.type!r}: measure on 'cpu' instead.")
 
 
@@ -393,7 +388,7 @@ _SDPA_KERNELS = {
 }
 
 
-def sdpa_kernels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -> tuple[str, list[str]]:
+def sdpa_kernels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> tuple[str, list[str]]:
     """Which implementation ``torch.nn.functional.scaled_dot_product_attention`` picks for
     these inputs: (description, the aten operators it called). The call is traced with a
     TorchDispatchMode, which sees the operator SDPA dispatched to (its kernel choice is
@@ -406,7 +401,7 @@ def sdpa_kernels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: ob
             super().__init__()
             self.ops: list[str] = []
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             self.ops.append(func.overloadpacket.__name__)
             return func(*args, **(kwargs or {}))
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .modelinfo import count_parameters
 from .runtime import is_online
 
 
@@ -197,20 +198,17 @@ def random_init(model_cls: Any, config: Any, seed: int = 0, std: float = 0.02) -
         for name, p in model.named_parameters():
             mean = 1.0 if (p.dim() == 1 and "norm" in name.lower() and name.endswith("weight")) else 0.0
             p.copy_(torch.randn(p.shape, generator=gen) * std + mean)
-        for name, b in model.named_buffers():
+        for _, b in model.named_buffers():
             if b.is_floating_point():
                 b.copy_(torch.randn(b.shape, generator=gen) * std)
     return model.eval()
 
 
-def count(model: torch.nn.Module) -> int:
-    """Parameters, each shared tensor once (as ``sum(p.numel() for p in model.parameters())``)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def _shape(cfg: Any) -> dict[str, Any]:
     """Layers, width, heads, key/value heads, vocabulary and context from any config."""
-    get = lambda *keys: next((getattr(cfg, k) for k in keys if getattr(cfg, k, None) is not None), None)  # noqa: E731
+    def get(*keys: str) -> Any:  # the first of these config attributes that is set
+        return next((getattr(cfg, k) for k in keys if getattr(cfg, k, None) is not None), None)
+
     layers = get("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers")
     if getattr(cfg, "is_encoder_decoder", False):
         layers = f"{layers} + {get('num_decoder_layers', 'decoder_layers')}"
@@ -231,7 +229,7 @@ def family_table(names: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for f in (FAMILIES if names is None else [family(n) for n in names]):
         cfg = family_config(f.name)
-        n = count(build_on_meta(f.name, cfg))
+        n = count_parameters(build_on_meta(f.name, cfg))
         rows.append({"model": f.label, "kind": f.kind, "objective": f.objective, "positions": f.positions,
                      "attention": f.attention, **_shape(cfg), "class counted": f.model_class,
                      "parameters": n, "paper says": f.paper_text,

@@ -15,7 +15,6 @@ Shapes: B batch, T (new) time steps, S key time steps (cache + new), C channels
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, NamedTuple
 
@@ -24,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import causal_mask, scaled_dot_product_attention
+from .modelinfo import count_parameters
+from .sampling import process_logits
 
 #: One layer's cache: (keys, values), each (B, nh, S, hs).
 LayerKV = tuple[torch.Tensor, torch.Tensor]
@@ -61,7 +62,7 @@ class GPTConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> "GPTConfig":
         """A CPU-sized preset for tests and demos (about 0.9M parameters with V=1000)."""
-        values = dict(block_size=64, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
+        values: dict[str, Any] = dict(block_size=64, vocab_size=1000, n_layer=2, n_head=4, n_embd=64)
         values.update(overrides)
         return cls(**values)
 
@@ -174,15 +175,18 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or GPTConfig()
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings (V, C)
+        # Any: a ModuleDict's entries (wte, h, ...) are attributes made at run time, which a type
+        # checker cannot see.
+        wte = nn.Embedding(config.vocab_size, config.n_embd)      # token embeddings (V, C)
+        self.transformer: Any = nn.ModuleDict(dict(
+            wte=wte,
             wpe=nn.Embedding(config.block_size, config.n_embd),   # learned positions (block_size, C)
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one (V, C) matrix, two uses
+        self.lm_head.weight = wte.weight  # weight tying: one (V, C) matrix, two uses
         self.apply(self._init_weights)
 
     @staticmethod
@@ -195,7 +199,7 @@ class GPT(nn.Module):
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (the tied wte/lm_head matrix counted once)."""
-        return sum(p.numel() for p in self.parameters())
+        return count_parameters(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 past_kv: list[LayerKV] | None = None, use_cache: bool = False,
@@ -235,13 +239,19 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
-                 temperature: float = 0.0, top_k: int | None = None,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``max_new_tokens`` tokens to idx (B, T); greedy when ``temperature == 0``.
+        """Append ``max_new_tokens`` tokens to idx (B, T): greedy, or with ``do_sample`` drawn from
+        the scores after Chapter 4's processors (:func:`course_utils.sampling.process_logits`:
+        ``temperature`` > 0, ``top_k``), as ``transformers``' ``generate`` does. Temperature 0 is
+        not a temperature there or here: greedy decoding is ``do_sample=False``.
 
         With ``use_cache=True`` the prompt is processed once and each step feeds only the
         newest token plus the cache; otherwise every step re-runs the whole sequence.
         """
+        if not do_sample and (temperature != 1.0 or top_k):
+            raise ValueError(f"temperature={temperature!r} and top_k={top_k!r} shape sampling: pass "
+                             "do_sample=True with them, or neither for greedy decoding.")
         past_kv = None
         for _ in range(max_new_tokens):
             if use_cache and past_kv is not None:
@@ -250,14 +260,11 @@ class GPT(nn.Module):
                 out = self(idx[:, -self.config.block_size:], use_cache=use_cache, last_only=True)
             past_kv = out.past_kv
             logits = out.logits[:, -1, :]                                # (B, V)
-            if temperature == 0.0:
-                nxt = logits.argmax(dim=-1, keepdim=True)                # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
+            if do_sample:
+                logits = process_logits(idx, logits, temperature=temperature, top_k=top_k)
                 nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            else:
+                nxt = logits.argmax(dim=-1, keepdim=True)                # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)                           # (B, T + 1)
         return idx
 
@@ -311,7 +318,8 @@ class GPT(nn.Module):
         missing = sorted(set(ours) - set(sd) - {"lm_head.weight"})
         unexpected = sorted(set(sd) - set(ours))
         if missing or unexpected:
-            raise KeyError(f"State dict does not match GPT(config): missing {missing[:5]}, unexpected {unexpected[:5]}.")
+            raise KeyError(f"State dict does not match GPT(config): missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}.")
         with torch.no_grad():
             for k, v in sd.items():
                 if k.endswith(cls.TRANSPOSED):  # Conv1D (in, out) -> Linear (out, in)

@@ -29,13 +29,17 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .data import pack_ids, pad_batch
-from .training import lr_at, param_groups
+from .batching import pack_ids, pad_batch
+from .runtime import synchronize
+from .training import evaluation_mode, lr_at, param_groups
+
+if TYPE_CHECKING:
+    from transformers import BertForMaskedLM
 
 #: The seed's model: hidden 128, 2 layers, 4 heads, intermediate 512, 128 positions, the
 #: bert-base-uncased vocabulary (30,522 WordPieces).
@@ -140,12 +144,33 @@ def mask_tokens(ids: torch.Tensor, *, mask_id: int, vocab_size: int, special_ids
     random_ids = torch.randint(vocab_size, ids.shape, generator=generator)      # (B, T)
     selected = (u < p) & ~torch.isin(ids, torch.tensor(list(special_ids)))
     labels = ids.masked_fill(~selected, IGNORE)
-    inputs = ids.masked_fill(selected & (u < 0.8 * p), mask_id)                 # 80 %: [MASK]
-    inputs = torch.where(selected & (u >= 0.8 * p) & (u < 0.9 * p), random_ids, inputs)  # 10 %: random
-    return inputs, labels                                                       # 10 %: unchanged
+    inputs = replace_selected(ids, selected, u, mask_id=mask_id, random_ids=random_ids,
+                              mask_below=0.8 * p, random_below=0.9 * p)
+    return inputs, labels
 
 
-def mlm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
+def replace_selected(ids: torch.Tensor, selected: torch.Tensor, r: torch.Tensor, *, mask_id: int,
+                     random_ids: torch.Tensor | Callable[[int], torch.Tensor], mask_below: float = 0.8,
+                     random_below: float = 0.9) -> torch.Tensor:
+    """BERT's 80/10/10 step, the one copy of it: the ``selected`` positions of ``ids`` (B, T)
+    become ``mask_id`` where ``r < mask_below``, a random id where ``mask_below <= r <
+    random_below``, and stay as they are elsewhere (``r``: (B, T) uniform draws).
+
+    The variant is explicit in ``random_ids``: a (B, T) tensor of candidates, one per position
+    (:func:`mask_tokens` draws them from the whole vocabulary), or a function ``n -> (n,) ids``
+    called once with the number of random positions (the zoo's whole-word masking draws them
+    from the batch's own tokens, so a rare id is as rare as in the text).
+    """
+    inputs = ids.masked_fill(selected & (r < mask_below), mask_id)              # 80 %: [MASK]
+    random_pos = selected & (r >= mask_below) & (r < random_below)              # 10 %: random
+    if callable(random_ids):
+        inputs[random_pos] = random_ids(int(random_pos.sum()))
+    else:
+        inputs = torch.where(random_pos, random_ids, inputs)
+    return inputs                                                               # 10 %: unchanged
+
+
+def mlm_loss(model: BertForMaskedLM, inputs: torch.Tensor, labels: torch.Tensor, *,
              attention_mask: torch.Tensor | None = None, sparse: bool = True,
              vocab: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of a ``BertForMaskedLM`` at the positions where ``labels`` is not
@@ -163,7 +188,8 @@ def mlm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
         hidden, labels = hidden[keep], labels[keep]                             # (M, C), (M,)
     head = model.cls.predictions
     h = head.transform(hidden)                                                  # (..., C)
-    weight, bias = head.decoder.weight, head.bias                               # (V, C) tied to the input embeddings
+    weight: torch.Tensor = head.decoder.weight                                  # (V, C) tied to the input embeddings
+    bias: torch.Tensor = head.bias                                              # (V,)
     if vocab is not None:
         weight, bias = weight[vocab], bias[vocab]                               # (U, C), (U,)
         labels = torch.where(labels == IGNORE, labels, torch.searchsorted(vocab, labels))  # id -> row of vocab
@@ -171,7 +197,7 @@ def mlm_loss(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten())
 
 
-def train_mlm(model: torch.nn.Module, tokenizer: Any, blocks: torch.Tensor, *, steps: int, lr: float,
+def train_mlm(model: BertForMaskedLM, tokenizer: Any, blocks: torch.Tensor, *, steps: int, lr: float,
               batch_size: int = 32, warmup: int = 100, min_lr_ratio: float = 0.1,
               attention_mask: torch.Tensor | None = None, sparse: bool = True,
               vocab: torch.Tensor | None = None, masker: Callable | None = None, bf16: bool = False,
@@ -193,7 +219,8 @@ def train_mlm(model: torch.nn.Module, tokenizer: Any, blocks: torch.Tensor, *, s
         def masker(rows: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
             return mask_tokens(blocks[rows], mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
                                special_ids=tokenizer.all_special_ids, generator=gen)
-    if vocab is not None:  # ids the corpus never uses get a fixed, very low logit: the model stays a full-vocabulary one
+    # ids the corpus never uses get a fixed, very low logit: the model stays a full-vocabulary one
+    if vocab is not None:
         with torch.no_grad():
             unused = torch.ones_like(model.cls.predictions.bias, dtype=torch.bool)
             unused[vocab] = False
@@ -344,19 +371,16 @@ def make_validation_set(tokenizer: Any, texts: Sequence[str], *, max_texts: int 
     return ValidationSet(batches, len(texts), n_masked)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, val: ValidationSet) -> float:
+def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:
     """Mean cross-entropy (nats) over every masked token of ``val``, with the softmax over all
     the model's output ids (30,522), whatever the model was trained with."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for ids, att, labels in val.batches:
-        n = int((labels != IGNORE).sum())
-        loss = mlm_loss(model, ids.to(device), labels.to(device), attention_mask=att.to(device))
-        total, count = total + float(loss) * n, count + n
-    model.train(was_training)
+    with evaluation_mode(model):
+        for ids, att, labels in val.batches:
+            n = int((labels != IGNORE).sum())
+            loss = mlm_loss(model, ids.to(device), labels.to(device), attention_mask=att.to(device))
+            total, count = total + float(loss) * n, count + n
     return total / max(count, 1)
 
 
@@ -423,17 +447,19 @@ class RunResult:
 
 
 class Clock:
-    """Training time with evaluation excluded: ``pause()`` / ``resume()`` around evaluations."""
+    """Training time with evaluation excluded: ``pause()`` / ``resume()`` around evaluations; the
+    device is synchronised at each, so queued GPU work is counted where it was started."""
 
-    def __init__(self, sync: Callable[[], None] = lambda: None):
-        self._sync, self._total, self._start = sync, 0.0, None
+    def __init__(self, device: torch.device | str = "cpu"):
+        self._device, self._total = torch.device(device), 0.0
+        self._start: float | None = None
 
     def resume(self) -> None:
-        self._sync()
+        synchronize(self._device)
         self._start = time.perf_counter()
 
     def pause(self) -> None:
-        self._sync()
+        synchronize(self._device)
         if self._start is not None:
             self._total += time.perf_counter() - self._start
             self._start = None
@@ -492,7 +518,8 @@ def peak_flops(device: torch.device, bf16: bool, *, seconds: float = 1.0) -> tup
         t0 = time.perf_counter()
         a @ b
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best, f"best {n}x{n} {str(dtype).removeprefix('torch.')} matmul measured on {torch.get_num_threads()} CPU thread(s)"
+    kind = str(dtype).removeprefix("torch.")
+    return best, f"best {n}x{n} {kind} matmul measured on {torch.get_num_threads()} CPU thread(s)"
 
 
 def machine_description() -> str:
@@ -528,8 +555,7 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
     """
     from datasets import Dataset, disable_progress_bars, enable_progress_bars
     from datasets.utils import are_progress_bars_disabled
-    from transformers import (DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils.notebook import NotebookProgressCallback
 
@@ -548,10 +574,10 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     result = RunResult("seed recipe (Trainer, padded to 128, lr 5e-5, batch 32)", target=target,
                        settings=dict(engine="Trainer", padding="max_length", lr=5e-5, batch_size=batch_size))
-    clock = Clock(torch.cuda.synchronize if device_is_cuda else (lambda: None))
-    state = {"next_eval": eval_every_seconds}
+    clock = Clock("cuda" if device_is_cuda else "cpu")
+    next_eval = {"at": eval_every_seconds}  # seconds of training time
 
-    def record(step: int, m: torch.nn.Module) -> float:
+    def record(step: int, m: BertForMaskedLM) -> float:
         loss = evaluate(m, val)
         result.curve.append(Point(clock.seconds, step, result.real_tokens, loss))
         if target is not None and loss <= target and result.time_to_target is None:
@@ -559,17 +585,17 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
         return loss
 
     class BudgetCallback(TrainerCallback):
-        def on_step_begin(self, args, st, control, **kw):
+        def on_step_begin(self, args, state, control, **kwargs):
             if not clock.running:
                 clock.resume()
 
-        def on_step_end(self, args, st, control, **kw):
-            result.steps = st.global_step
-            done = clock.seconds >= budget_seconds or (max_steps > 0 and st.global_step >= max_steps)
-            if clock.seconds >= state["next_eval"] or done:
+        def on_step_end(self, args, state, control, **kwargs):
+            result.steps = state.global_step
+            done = clock.seconds >= budget_seconds or (max_steps > 0 and state.global_step >= max_steps)
+            if clock.seconds >= next_eval["at"] or done:
                 clock.pause()
-                record(st.global_step, kw["model"])
-                state["next_eval"] = clock.seconds + eval_every_seconds
+                record(state.global_step, kwargs["model"])
+                next_eval["at"] = clock.seconds + eval_every_seconds
                 if done or result.time_to_target is not None:
                     control.should_training_stop = True
                 else:

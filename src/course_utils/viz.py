@@ -4,7 +4,7 @@ bertviz's views are HTML + JavaScript. With ``html_action="return"`` they come b
 ``IPython.display.HTML`` object; displaying that object stores it in the notebook as a
 ``text/html`` output, which Jupyter shows live and the built site renders (the site's build
 points bertviz's require.js / d3 / jQuery URLs at local copies, see
-:mod:`course_utils.sphinx_offline`).
+:mod:`course_book.sphinx_offline`).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def neuron_view(bert: torch.nn.Module, tokenizer: Any, sentence_a: str, sentence
     from bertviz.transformers_neuron_view import BertModel, BertTokenizer
     from bertviz.transformers_neuron_view.modeling_bert import BertConfig
 
-    cfg = bert.config
+    cfg: Any = bert.config  # a transformers config: its fields are attributes set at run time
     vconfig = BertConfig(vocab_size_or_config_json_file=cfg.vocab_size, hidden_size=cfg.hidden_size,
                          num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
                          intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,

@@ -47,17 +47,18 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import batching as _batching
 from . import data as _data
 from . import mlm as _mlm
 from . import training as _training
 from .assets import Asset, cache_dir, load_tokenizer
+from .modelinfo import count_parameters
 
 #: Logit given to token ids the training corpus never uses (relative to ~0..20 for used ones).
 UNUSED_LOGIT = -30.0
@@ -127,20 +128,94 @@ def spec(name: str, **overrides: Any) -> ZooSpec:
 
 
 def key(name: str, **overrides: Any) -> str:
-    """The cache key: a hash of the spec and of the source of the code that trains it."""
+    """The cache key: a hash of the spec and of the source of the code that trains it
+    (:func:`training_code`)."""
     h = hashlib.sha256()
     h.update(json.dumps({"name": name, **asdict(spec(name, **overrides))}, sort_keys=True).encode())
-    # The code that makes the weights: the corpus, the loop, and this module's training parts
-    # (not the whole module: editing the probes or the card must not retrain the models).
-    if spec(name, **overrides).arch == "bert":  # Chapter 5's loop and the BERT-only parts
-        code = [_data, _build, _bert_blocks, _mask_words, _fit_bert, _training.lr_at, _training.param_groups,
-                _mlm.pack_blocks, _mlm.mask_tokens, _mlm.mlm_loss, _mlm.train_mlm, _mlm.make_validation_set,
-                _mlm.evaluate, _mlm.unigram_loss]
-    else:
-        code = [_data, _training, _build, _blocks, _Restricted, unigram_loss, eval_loss, _fit]
-    for obj in code:
-        h.update(inspect.getsource(obj).encode())
+    for part in training_code(name, **overrides).values():
+        h.update(part.encode())
     return h.hexdigest()[:16]
+
+
+def training_code(name: str, **overrides: Any) -> dict[str, str]:
+    """The code that makes the weights of zoo model ``name`` (:func:`code_that_trains` from the
+    training function of its architecture), and nothing else: editing a probe, the card, a
+    batching helper the training does not call or a corpus generator it does not use does not
+    retrain the models."""
+    s = spec(name, **overrides)
+    roots: list[Any] = [_fit_bert] if s.arch == "bert" else [_fit]
+    skip: tuple[Any, ...] = () if s.arch == "bert" else (_fit_bert,)
+    # Not the weights: the probes (measured during training, with no effect on it) and, where
+    # the spec mixes in no in-context documents, their generator.
+    skip += (masked_probe_correct, masked_probe_kind_accuracy, causal_probe_correct)
+    if s.incontext_fraction <= 0:
+        skip += (_data.generate_incontext, _data.mix)
+    return code_that_trains(roots, skip=skip)
+
+
+def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[str, str]:
+    """``{qualified name: source or value}`` of ``roots`` and of everything of course_utils they
+    use, transitively: the functions and classes they name (directly or as ``module.name``, e.g.
+    ``_mlm.mask_tokens``) and the tables (lists, dicts, ...) they read, in name order. The text
+    is the same in every process (no memory addresses, sets sorted), so it can be hashed."""
+    import ast
+    import sys
+    import textwrap
+    import types
+
+    package = __name__.split(".")[0]
+    found: dict[str, str] = {}
+    todo: list[tuple[str, Any]] = [("", r) for r in roots]
+    skipped = {id(inspect.unwrap(x)) for x in skip}
+    seen: set[int] = set()
+
+    def is_code(obj: Any) -> bool:
+        return isinstance(obj, (types.FunctionType, type)) or (callable(obj) and hasattr(obj, "__wrapped__"))
+
+    def stable(x: Any) -> str:  # repr, with functions by name and sets in order; queues their code
+        if is_code(x):
+            todo.append(("", x))
+            return f"<{getattr(x, '__module__', '')}.{getattr(x, '__qualname__', type(x).__name__)}>"
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{stable(k)}: {stable(v)}" for k, v in x.items()) + "}"
+        if isinstance(x, (list, tuple)):
+            return type(x).__name__ + "(" + ", ".join(stable(v) for v in x) + ")"
+        if isinstance(x, (set, frozenset)):
+            return "{" + ", ".join(sorted(stable(v) for v in x)) + "}"
+        text = repr(x)
+        return type(x).__qualname__ if " at 0x" in text else text
+
+    while todo:
+        label, obj = todo.pop()
+        if is_code(obj):
+            obj = inspect.unwrap(obj)
+            qualname = f"{obj.__module__}.{obj.__qualname__}"
+            if obj.__module__.split(".")[0] != package or id(obj) in skipped or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            try:
+                source = textwrap.dedent(inspect.getsource(obj))
+            except (OSError, TypeError):  # no source file
+                source = qualname
+            try:
+                tree: ast.AST | None = ast.parse(source)
+            except SyntaxError:  # a lambda in the middle of a line: its line is its text
+                tree = None
+            # lambdas share one name: each under its own text
+            found[f"{qualname}:{source.strip()}" if "<lambda>" in qualname else qualname] = source
+            namespace = sys.modules[obj.__module__].__dict__
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, ast.Name) and node.id in namespace:
+                    todo.append((f"{obj.__module__}.{node.id}", namespace[node.id]))
+                elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                      and isinstance(namespace.get(node.value.id), types.ModuleType)):
+                    module = namespace[node.value.id]
+                    if hasattr(module, node.attr):
+                        todo.append((f"{module.__name__}.{node.attr}", getattr(module, node.attr)))
+        elif (isinstance(obj, (list, tuple, dict, set, frozenset, str, int, float))
+              and label.split(".")[0] == package and label not in found):
+            found[label] = stable(obj)  # a table (or a constant): its values make the corpus
+    return dict(sorted(found.items()))
 
 
 def zoo_dir() -> Path:
@@ -191,7 +266,7 @@ def load(name: str, *, device: str | torch.device | None = None, progress: bool 
     if device is not None:
         model.to(device)
     model.course_asset = Asset(name, "model", _SOURCE[spec(name, **overrides).arch].format(
-        n=f"{_n_params(model):,}"), pretrained=False)
+        n=f"{count_parameters(model):,}"), pretrained=False)
     return model
 
 
@@ -245,10 +320,6 @@ def _verify(folder: Path) -> str | None:
 # Training
 # ---------------------------------------------------------------------------------------------
 
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())  # parameters() lists tied weights once
-
-
 def _build(s: ZooSpec, tok):
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
@@ -259,17 +330,17 @@ def _build(s: ZooSpec, tok):
                          eos_token_id=tok.eos_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         return GPT2LMHeadModel(cfg)
     if s.arch == "bert":
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=s.n_embd, num_hidden_layers=s.n_layer,
+        bert_cfg = BertConfig(vocab_size=len(tok), hidden_size=s.n_embd, num_hidden_layers=s.n_layer,
                          num_attention_heads=s.n_head, intermediate_size=s.n_inner,
                          max_position_embeddings=s.n_positions, hidden_dropout_prob=0.0,
                          attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
-        return BertForMaskedLM(cfg)
+        return BertForMaskedLM(bert_cfg)
     raise ValueError(f"Unknown arch {s.arch!r}; use 'gpt2' or 'bert'")
 
 
 def _blocks(texts: list[str], tok, s: ZooSpec) -> torch.Tensor:
     if s.arch == "gpt2":
-        return _data.pack(texts, tok, s.block_size + 1)  # (N, T+1): inputs and shifted targets
+        return _batching.pack(texts, tok, s.block_size + 1)  # (N, T+1): inputs and shifted targets
     return _bert_blocks(texts, tok, s)[0]
 
 
@@ -312,8 +383,8 @@ def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sent
     """Whole-word entity masking: in each sentence with fact-slot words, with probability
     ``entity_mask_prob`` one of them (drawn at random) is chosen, so the fact's other side stays
     visible; other words are chosen with ``mask_prob``. All pieces of a chosen word together get
-    the 80/10/10 treatment (the random 10 % drawn from the batch's tokens). Returns (inputs,
-    chosen positions mask)."""
+    the 80/10/10 treatment of :func:`course_utils.mlm.replace_selected` (the random 10 % drawn from
+    the batch's tokens). Returns (inputs, chosen positions mask)."""
     B, T = x.shape
     start = torch.ones_like(x, dtype=torch.bool)
     start[:, 1:] = words[:, 1:] != words[:, :-1]
@@ -331,10 +402,8 @@ def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sent
     best = torch.full((int(sent.max()) + 1,), -1.0).scatter_reduce(0, sent.flatten(), score.flatten(), "amax")
     on = torch.rand(best.shape, generator=gen) < s.entity_mask_prob          # (n sentences,)
     chosen = (ent & (score == best[sent]) & on[sent]) | (normal & ~ent & (v < s.mask_prob))
-    inputs = x.clone()
-    inputs[chosen & (r < 0.8)] = tok.mask_token_id
-    rand_pos = chosen & (r >= 0.8) & (r < 0.9)
-    inputs[rand_pos] = x.flatten()[torch.randint(x.numel(), (int(rand_pos.sum()),), generator=gen)]
+    inputs = _mlm.replace_selected(x, chosen, r, mask_id=tok.mask_token_id,
+                                   random_ids=lambda n: x.flatten()[torch.randint(x.numel(), (n,), generator=gen)])
     return inputs, chosen
 
 
@@ -381,23 +450,22 @@ def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: in
     return float(-logp[eval_ids.flatten()].mean())
 
 
-@torch.no_grad()
 def eval_loss(model, blocks: torch.Tensor, s: ZooSpec, tok, *, batch_size: int = 16) -> float:
     """Mean next-token validation loss (nats/token) of a full-vocabulary GPT-2 on ``blocks``
     (BERT's validation loss: :func:`course_utils.mlm.evaluate` on Chapter 5's fixed set)."""
     if s.arch != "gpt2":
         raise ValueError("eval_loss is GPT-2's; score a BERT with course_utils.mlm.evaluate(model, "
                          "mlm.make_validation_set(tok, texts))")
-    model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for i in range(0, len(blocks), batch_size):
-        b = blocks[i:i + batch_size]
-        logits = model(b[:, :-1].to(device)).logits                         # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten().to(device),
-                                                 reduction="sum")
-        total += float(loss)
-        count += b[:, 1:].numel()
+    with _training.evaluation_mode(model):
+        for i in range(0, len(blocks), batch_size):
+            b = blocks[i:i + batch_size]
+            logits = model(b[:, :-1].to(device)).logits                     # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten().to(device),
+                                                     reduction="sum")
+            total += float(loss)
+            count += b[:, 1:].numel()
     return total / max(count, 1)
 
 
@@ -417,7 +485,7 @@ def causal_probe_correct(model, tok, probes: list[_data.Probe], *, batch_size: i
     correct = []
     for start in range(0, len(probes), batch_size):
         ps, ans = prompts[start:start + batch_size], answers[start:start + batch_size]
-        ids, mask = _data.pad_batch([a + b for a, b in zip(ps, ans)], tok.eos_token_id)  # right padding
+        ids, mask = _batching.pad_batch([a + b for a, b in zip(ps, ans)], tok.eos_token_id)  # right padding
         h = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, C)
         rows = [b for b, (p, a) in enumerate(zip(ps, ans)) for _ in a]
         cols = [t for p, a in zip(ps, ans) for t in range(len(p) - 1, len(p) + len(a) - 1)]
@@ -503,13 +571,13 @@ def probe_report(model, tok, arch: str) -> dict[str, float]:
         out = {"heldout_greedy": sum(ok) / len(ok)}
         seen_ok = causal_probe_correct(model, tok, seen)
         out["seen_greedy"] = sum(seen_ok) / len(seen_ok)
-        by = {i: c for i, c in enumerate(ok)}
+        by: dict[int, bool] = {i: c for i, c in enumerate(ok)}
         prefix = "heldout_greedy_"
     else:
         by = masked_probe_correct(model, tok, held)
         out = {"heldout_top1": sum(by.values()) / len(by)}
-        seen_ok = masked_probe_correct(model, tok, seen)
-        out["seen_top1"] = sum(seen_ok.values()) / len(seen_ok)
+        seen_by = masked_probe_correct(model, tok, seen)
+        out["seen_top1"] = sum(seen_by.values()) / len(seen_by)
         subj = masked_probe_correct(model, tok, _data.heldout_probes(["capital"]), slot="subject")
         out["heldout_top1_capital_country"] = sum(subj.values()) / len(subj)
         prefix = "heldout_top1_"
@@ -609,7 +677,8 @@ def _fit_bert(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) 
             "unigram": _mlm.unigram_loss(tok, corpus["train"], val), "used": int(len(vocab)),
             "corpus": corpus.source, "train_seconds": seconds, "curve": curve,
             "validation": {"texts": val.n_texts, "masked_tokens": val.n_masked,
-                           "note": "Chapter 5's fixed validation set (mlm.make_validation_set), full 30,522-id softmax"}}
+                           "note": "Chapter 5's fixed validation set (mlm.make_validation_set), "
+                                   "full 30,522-id softmax"}}
 
 
 def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool = True) -> None:
@@ -627,7 +696,7 @@ def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool 
     out.mkdir(parents=True)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    n_params = _n_params(model)
+    n_params = count_parameters(model)
     tokens_per_step = s.batch_size * s.block_size
     info = {
         "name": name,

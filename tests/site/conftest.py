@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sitecheck  # noqa: E402
+import sitecheck
 
 REPO = sitecheck.REPO
 ARTIFACTS = REPO / "artifacts"

@@ -87,7 +87,8 @@ def check_links(site: Path) -> LinkReport:
                 continue
             if fragment and target.suffix == ".html":
                 if unquote(fragment) not in _parse(target, cache).ids:
-                    report.broken.append((rel_page, url, f"no id {fragment!r} in {target.relative_to(site).as_posix()}"))
+                    where = target.relative_to(site).as_posix()
+                    report.broken.append((rel_page, url, f"no id {fragment!r} in {where}"))
     return report
 
 

@@ -31,7 +31,8 @@ MAX_OUTPUT_BYTES = 1_000_000
 #: The tag that marks a cell meant to show an error (myst-nb renders it as the class tag_...).
 ERROR_TAG = "raises-exception"
 
-_PROGRESS = re.compile(r"\d+%\|[^|\n]*\|\s*\d|\b\d+it \[\d|\[\d+:\d+(?::\d+)?<[^\]]*(?:it/s|s/it|examples/s)|\d\s*it/s\]|\d\s*s/it\]")
+_PROGRESS = re.compile(r"\d+%\|[^|\n]*\|\s*\d|\b\d+it \[\d"
+                       r"|\[\d+:\d+(?::\d+)?<[^\]]*(?:it/s|s/it|examples/s)|\d\s*it/s\]|\d\s*s/it\]")
 _DATASETS_BAR = re.compile(r"^\s*(?:Map|Filter|Map \(num_proc=\d+\)|Filter \(num_proc=\d+\)|"
                            r"Generating \w+ split|Saving the dataset[^:]*|Loading dataset shards):\s+\d+%",
                            re.MULTILINE)
@@ -75,7 +76,8 @@ def _short(text: str, n: int = 160) -> str:
 
 def _cell_label(cell) -> str:
     code = cell.select_one("div.cell_input pre")
-    lines = [ln for ln in (code.get_text() if code else "").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    source = code.get_text() if code else ""
+    lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     return _short(lines[0], 80) if lines else "(no code)"
 
 
@@ -96,7 +98,8 @@ def check_outputs(html: str) -> list[Finding]:
             lines = [ln for ln in re.split(r"[\r\n]", text) if ln.strip()]
             progress = [ln for ln in lines if _PROGRESS.search(ln)]
             if len(progress) > MAX_PROGRESS_LINES:
-                findings.append(Finding("progress", label, f"{len(progress)} progress-bar updates, e.g. {_short(progress[-1])}"))
+                example = _short(progress[-1])
+                findings.append(Finding("progress", label, f"{len(progress)} progress-bar updates, e.g. {example}"))
             bars = _DATASETS_BAR.findall(text)
             if bars:
                 findings.append(Finding("datasets-bar", label, f"{len(bars)} datasets bars, e.g. {_short(bars[0])}"))
@@ -107,8 +110,9 @@ def check_outputs(html: str) -> list[Finding]:
             if warn and not traceback:
                 line = next(ln for ln in text.splitlines() if _WARNING.search(ln) or _LIBRARY_LOG.search(ln))
                 findings.append(Finding("warning", label, _short(line)))
-            if _TRAINER_LOG.search(text):
-                findings.append(Finding("trainer-log", label, _short(_TRAINER_LOG.search(text).group(0) + text[_TRAINER_LOG.search(text).end():][:120])))
+            log = _TRAINER_LOG.search(text)
+            if log:
+                findings.append(Finding("trainer-log", label, _short(log.group(0) + text[log.end():][:120])))
             if "stderr" in classes and not (progress or bars or warn or traceback):
                 findings.append(Finding("stderr", label, _short(text)))
             banners += len(_BANNER.findall(text))

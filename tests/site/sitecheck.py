@@ -51,7 +51,7 @@ def site_pages(site: Path) -> list[Path]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -132,7 +132,8 @@ class PageReport:
         """Inline formulas of a paragraph or list item that render as a block (a line of their own)."""
         out = [f"inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
                for b in self.inline_math.get("blocks", [])]
-        out += [f"at 390 px, inline formula renders as a block ({b['why']}): ...{b['before']}[{b['tex']}]{b['after']}..."
+        out += [f"at 390 px, inline formula renders as a block ({b['why']}): "
+                f"...{b['before']}[{b['tex']}]{b['after']}..."
                 for b in self.inline_math.get("phone_blocks", [])]
         return out
 
@@ -217,7 +218,11 @@ _INLINE_MATH_JS = """async () => {
     let why = '';
     for (let n = e; n && n !== host; n = n.parentElement) {
       const d = getComputedStyle(n).display;
-      if (!inlineLevel(d)) { why = `${n.tagName.toLowerCase()}${n.className && typeof n.className === 'string' ? '.' + n.className.trim().split(/\\s+/).join('.') : ''} has display: ${d}`; break; }
+      if (!inlineLevel(d)) {
+        const named = n.className && typeof n.className === 'string';
+        const cls = named ? '.' + n.className.trim().split(/\\s+/).join('.') : '';
+        why = `${n.tagName.toLowerCase()}${cls} has display: ${d}`; break;
+      }
     }
     if (!why) continue;
     const prev = e.previousSibling, next = e.nextSibling;
@@ -254,23 +259,45 @@ def bertviz_params(html: str) -> dict[str, dict]:
     return views
 
 
+def _start_view(page: Any, kind: str, vid: str, data: dict, n_heads: int, n_layers: int) -> tuple[dict, bool]:
+    """A view's report, and whether require.js loaded (without it, bertviz's code never runs)."""
+    result = {"kind": kind, "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
+              "heads": n_heads, "layers": n_layers, "problems": []}
+    if not page.evaluate("() => typeof window.requirejs === 'function'"):
+        result["problems"].append(f"drew no SVG: require.js did not load, so {kind} view's d3/jQuery code never ran")
+        return result, False
+    return result, True
+
+
+def _drawn(page: Any, script: str, arg: list, problems: list[str], what: str) -> bool:
+    """Whether ``script`` becomes true within 15 s (the view drew); if not, why, in ``problems``."""
+    try:
+        page.wait_for_function(script, arg=arg, timeout=15000)
+        return True
+    except Exception:  # noqa: BLE001 - a timeout or a crashed page: either way nothing was drawn
+        problems.append(f"drew no SVG {what} (require.js / d3 / jQuery not loaded?)")
+        return False
+
+
+def _hover_highlights(page: Any, token: Any, script: str, arg: str, problems: list[str]) -> int:
+    """Hover ``token``: how many tokens ``script`` finds highlighted (one is expected)."""
+    token.scroll_into_view_if_needed()
+    token.hover()
+    highlighted = page.evaluate(script, arg)
+    if highlighted != 1:
+        problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
+    return highlighted
+
+
 def _check_head_view(page: Any, vid: str, params: dict) -> dict:
     data = params["attention"][int(params.get("default_filter", 0))]
     n_heads = len(data["attn"][0])
     n_layers = len(params.get("include_layers") or data["attn"])
     root = f"#{vid}"
-    result = {"kind": "head", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
-              "heads": n_heads, "layers": n_layers, "problems": []}
+    result, ok = _start_view(page, "head", vid, data, n_heads, n_layers)
     problems = result["problems"]
-    if not page.evaluate("() => typeof window.requirejs === 'function'"):
-        problems.append(f"drew no SVG: require.js did not load, so {result['kind']} view's d3/jQuery code never ran")
-        return result
-    try:
-        page.wait_for_function(
-            "([r, n]) => document.querySelectorAll(r + ' #vis svg #left text').length >= n",
-            arg=[root, len(data["left_text"])], timeout=15000)
-    except Exception:
-        problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
+    if not ok or not _drawn(page, "([r, n]) => document.querySelectorAll(r + ' #vis svg #left text').length >= n",
+                            [root, len(data["left_text"])], problems, "with its tokens"):
         return result
     drawn = page.evaluate("""(r) => {
       const svg = document.querySelector(r + ' #vis svg');
@@ -292,14 +319,9 @@ def _check_head_view(page: Any, vid: str, params: dict) -> dict:
     if drawn["lines"] != expected_lines:
         problems.append(f"{drawn['lines']} attention lines drawn, expected {expected_lines}")
     # Hover a token: its gray background appears (d3 'mouseover' handler ran).
-    token = page.locator(f"{root} #vis svg #left text").first
-    token.scroll_into_view_if_needed()
-    token.hover()
-    highlighted = page.evaluate(
-        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg #left .background'))"
-        ".filter(b => b.style.opacity === '1').length", root)
-    if highlighted != 1:
-        problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
+    highlighted = _hover_highlights(page, page.locator(f"{root} #vis svg #left text").first,
+                                    "(r) => Array.from(document.querySelectorAll(r + ' #vis svg #left .background'))"
+                                    ".filter(b => b.style.opacity === '1').length", root, problems)
     page.mouse.move(0, 0)
     # Click a head's box: it toggles (its colour is lightened or restored). bertviz ignores a
     # click that would switch off the only visible head, so pick another one then.
@@ -320,17 +342,10 @@ def _check_model_view(page: Any, vid: str, params: dict) -> dict:
     data = params["attention"][int(params.get("default_filter", 0))]
     n_layers, n_heads = len(data["attn"]), len(data["attn"][0])
     root = f"#{vid}"
-    result = {"kind": "model", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
-              "heads": n_heads, "layers": n_layers, "problems": []}
+    result, ok = _start_view(page, "model", vid, data, n_heads, n_layers)
     problems = result["problems"]
-    if not page.evaluate("() => typeof window.requirejs === 'function'"):
-        problems.append(f"drew no SVG: require.js did not load, so {result['kind']} view's d3/jQuery code never ran")
-        return result
-    try:
-        page.wait_for_function("([r, n]) => document.querySelectorAll(r + ' #vis svg .attn_background').length >= n",
-                               arg=[root, n_layers * n_heads], timeout=15000)
-    except Exception:
-        problems.append("drew no SVG grid of heads (require.js / d3 / jQuery not loaded?)")
+    if not ok or not _drawn(page, "([r, n]) => document.querySelectorAll(r + ' #vis svg .attn_background').length >= n",
+                            [root, n_layers * n_heads], problems, "grid of heads"):
         return result
     thumbs = page.evaluate("(r) => document.querySelectorAll(r + ' #vis svg .attn_background').length", root)
     if thumbs != n_layers * n_heads:
@@ -341,7 +356,8 @@ def _check_model_view(page: Any, vid: str, params: dict) -> dict:
     bbox = first.bounding_box()
     page.mouse.click(bbox["x"] + bbox["width"] / 2, bbox["y"] + bbox["height"] / 2)
     detail = page.evaluate(
-        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg .detail text.token')).map(t => t.textContent)", root)
+        "(r) => Array.from(document.querySelectorAll(r + ' #vis svg .detail text.token'))"
+        ".map(t => t.textContent)", root)
     expected = data["left_text"] + data["right_text"]
     if detail != expected:
         problems.append(f"clicking a head showed tokens {detail}, expected {expected}")
@@ -353,18 +369,11 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
     data = params["attention"][params.get("default_filter", "all")]
     n_layers, n_heads = len(data["attn"]), len(data["attn"][0])
     root = f"#{vid}"
-    result = {"kind": "neuron", "id": vid, "tokens": (len(data["left_text"]), len(data["right_text"])),
-              "heads": n_heads, "layers": n_layers, "problems": []}
+    result, ok = _start_view(page, "neuron", vid, data, n_heads, n_layers)
     problems = result["problems"]
-    if not page.evaluate("() => typeof window.requirejs === 'function'"):
-        problems.append("drew no SVG: require.js did not load, so neuron view's d3/jQuery code never ran")
-        return result
     collapsed = f"{root} #vis svg #collapsed"
-    try:
-        page.wait_for_function("([s, n]) => document.querySelectorAll(s + ' #leftText text.token').length >= n",
-                               arg=[collapsed, len(data["left_text"])], timeout=15000)
-    except Exception:
-        problems.append("drew no SVG with its tokens (require.js / d3 / jQuery not loaded?)")
+    if not ok or not _drawn(page, "([s, n]) => document.querySelectorAll(s + ' #leftText text.token').length >= n",
+                            [collapsed, len(data["left_text"])], problems, "with its tokens"):
         return result
     drawn = page.evaluate("""([r, s]) => ({
         left: Array.from(document.querySelectorAll(s + ' #leftText text.token')).map(t => t.textContent),
@@ -375,18 +384,15 @@ def _check_neuron_view(page: Any, vid: str, params: dict) -> dict:
         problems.append(f"tokens drawn {drawn['left']} / {drawn['right']} differ from the view's data "
                         f"{data['left_text']} / {data['right_text']}")
     if (drawn["layers"], drawn["heads"]) != (n_layers, n_heads):
-        problems.append(f"menus offer {drawn['layers']} layers / {drawn['heads']} heads, data has {n_layers} / {n_heads}")
+        problems.append(f"menus offer {drawn['layers']} layers / {drawn['heads']} heads, "
+                        f"data has {n_layers} / {n_heads}")
     # Hover the first token: it is highlighted; click its (+): the query/key computation opens.
     token = page.locator(f"{collapsed} #leftText > g").first
-    token.scroll_into_view_if_needed()
-    token.hover()
-    highlighted = page.evaluate(
-        "(s) => Array.from(document.querySelectorAll(s + ' #leftText .highlight'))"
-        ".filter(b => b.style.opacity === '1').length", collapsed)
-    if highlighted != 1:
-        problems.append(f"hovering a token highlighted {highlighted} tokens, expected 1")
+    highlighted = _hover_highlights(page, token, "(s) => Array.from(document.querySelectorAll(s + ' #leftText "
+                                    ".highlight')).filter(b => b.style.opacity === '1').length", collapsed, problems)
     token.locator("rect").nth(1).click()
-    expanded = page.evaluate("(r) => document.querySelector(r + ' #vis svg #expanded').getAttribute('visibility')", root)
+    expanded = page.evaluate("(r) => document.querySelector(r + ' #vis svg #expanded')"
+                             ".getAttribute('visibility')", root)
     if expanded != "visible":
         problems.append(f"clicking a token's (+) did not open the query/key view (visibility={expanded})")
     result["interaction"] = {"hover_highlighted": highlighted, "expanded": expanded}

@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import nbformat
 import pytest
-
 import sitecheck
 
 pytestmark = pytest.mark.browser
@@ -70,7 +69,8 @@ def test_chapter_pages_are_readable_on_a_phone(site_reports: dict[str, sitecheck
         assert (artifacts / "screenshots" / f"{stem}.png").stat().st_size > 5000
 
 
-def test_code_cells_can_be_copied(site_reports: dict[str, sitecheck.PageReport], chromium_browser, site_url: str) -> None:
+def test_code_cells_can_be_copied(site_reports: dict[str, sitecheck.PageReport], chromium_browser,
+                                  site_url: str) -> None:
     chapters = sitecheck.chapter_notebooks()
     assert chapters, "no chapter notebooks in _toc.yml"
     for chapter in chapters:
@@ -109,7 +109,7 @@ def test_search_finds_each_chapter(site_reports: dict[str, sitecheck.PageReport]
             assert terms, f"no searchable word in the title {title!r}"
             page = context.new_page()
             errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
             page.goto(site_url + "search.html?q=" + quote(terms[0]), wait_until="load")
             page.wait_for_function("() => document.querySelectorAll('#search-results ul.search li').length > 0 "
                                    "|| /did not match|found 0/i.test(document.body.innerText)", timeout=20000)
@@ -183,7 +183,8 @@ _COLOUR_GLYPHS_JS = """(chars) => chars.map(ch => {
   g.fillText(ch, 4, 4);
   const d = g.getImageData(0, 0, 64, 64).data;
   let coloured = 0;  // pixels that are neither grey nor blank: a colour emoji, not a black box
-  for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (Math.abs(d[i] - d[i + 1]) > 40 || Math.abs(d[i + 1] - d[i + 2]) > 40)) coloured++;
+  for (let i = 0; i < d.length; i += 4)
+    if (d[i + 3] > 0 && (Math.abs(d[i] - d[i + 1]) > 40 || Math.abs(d[i + 1] - d[i + 2]) > 40)) coloured++;
   return coloured;
 })"""
 

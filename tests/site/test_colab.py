@@ -12,13 +12,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
-
 import sitecheck
+import yaml
 
 REPO = sitecheck.REPO
 sys.path.insert(0, str(REPO / "scripts"))
-import sync_colab  # noqa: E402
+import sync_colab  # noqa: E402 - importable only after the path insert above
 
 
 def _repository(book: Path = REPO) -> dict:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import linkcheck
+import pytest
 
 
 @pytest.mark.browser  # needs the built site (scripts/test.sh builds it first)
@@ -32,7 +31,8 @@ def test_checker_finds_a_broken_link_and_anchor(tmp_path: Path) -> None:
         '<html><body><h1 id="top">x</h1><a href="#top">ok</a><a href="other.html#nowhere">bad anchor</a>'
         '<a href="missing.html">missing</a><img src="_images/gone.png" alt="gone">'
         '<a href="https://example.org/x">ext</a></body></html>')
-    (tmp_path / "other.html").write_text('<html><body><p id="here">y</p><a href="index.html#top">back</a></body></html>')
+    (tmp_path / "other.html").write_text('<html><body><p id="here">y</p>'
+                                         '<a href="index.html#top">back</a></body></html>')
     report = linkcheck.check_links(tmp_path)
     broken = {(p, u) for p, u, _ in report.broken}
     assert broken == {("index.html", "other.html#nowhere"), ("index.html", "missing.html"),

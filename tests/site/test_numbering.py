@@ -1,4 +1,4 @@
-"""course_utils.sphinx_numbering: exercises and figures numbered per chapter, references intact."""
+"""course_book.sphinx_numbering: exercises and figures numbered per chapter, references intact."""
 from __future__ import annotations
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.sphinx_numbering import chapter_number, renumber
+from course_book.sphinx_numbering import chapter_number, renumber
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def _exercise(label: str, title: str) -> str:
 def test_a_book_numbers_exercises_per_chapter_and_references_resolve(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    (src / "conf.py").write_text("extensions = ['sphinx_exercise', 'course_utils.sphinx_numbering']\n")
+    (src / "conf.py").write_text("extensions = ['sphinx_exercise', 'course_book.sphinx_numbering']\n")
     (src / "index.rst").write_text("Book\n====\n\n.. toctree::\n\n   ch3\n   ch4\n")
     (src / "ch3.rst").write_text("Chapter 3 — First\n=================\n\n" + _exercise("ex-a", "A")
                                  + _exercise("ex-b", "B"))
@@ -47,7 +47,9 @@ def test_a_book_numbers_exercises_per_chapter_and_references_resolve(tmp_path: P
                            capture_output=True, text=True)
     assert build.returncode == 0 and "WARNING" not in build.stderr, build.stderr
     ch3, ch4 = ((out / f"{d}.html").read_text() for d in ("ch3", "ch4"))
-    text = lambda html: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))  # noqa: E731
+    def text(html):
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
     assert "Exercise 3.1" in text(ch3) and "Exercise 3.2" in text(ch3)
     assert "Exercise 4.1" in text(ch4) and "Exercise 4.2" in text(ch4)
     assert not re.search(r"Exercise [34]\b(?!\.)", text(ch3) + text(ch4))  # no book-wide "Exercise 4"

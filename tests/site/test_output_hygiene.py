@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
-
 import outputcheck
+import pytest
 
 
 @pytest.mark.browser  # needs the built site (scripts/test.sh builds it first)
@@ -47,7 +46,8 @@ def _noisy_notebook() -> nbformat.NotebookNode:
     banner = "World:    offline (no hub: packaged and course-trained assets)\nDevice:   cpu\n"
     cells = [
         ("x = banner()", [_stream(banner)], []),
-        ("banner()", [nbformat.v4.new_output("execute_result", data={"text/plain": repr(banner)}, execution_count=2)], []),
+        ("banner()", [nbformat.v4.new_output("execute_result", data={"text/plain": repr(banner)},
+                                             execution_count=2)], []),
         ("train(model)", [*tqdm, _stream("final loss 1.23\n")], []),
         ("ds = ds.map(tokenize)", [_stream(maps, "stderr")], []),
         ("model.foo()", [_stream(warning, "stderr")], []),

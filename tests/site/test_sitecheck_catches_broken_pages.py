@@ -12,9 +12,8 @@ import base64
 import shutil
 from pathlib import Path
 
-import pytest
-
 import linkcheck
+import pytest
 import sitecheck
 
 pytestmark = pytest.mark.browser
@@ -65,7 +64,8 @@ MATH_PROSE = (
     '<p>The rescaling is exact, because <span class="math notranslate nohighlight">\\(e^{x - m} / '
     '\\sum_j e^{x_j - m} = \\mathrm{softmax}(x)\\)</span>. The rest follows.</p>'
     '<ul><li>A head has size <span class="math notranslate nohighlight">\\(h_s = C / n_h\\)</span> here.</li></ul>'
-    '<div class="math notranslate nohighlight">\\[' + " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(40)) + '\\]</div>')
+    '<div class="math notranslate nohighlight">\\['
+    + " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(40)) + '\\]</div>')
 OLD_MATH_RULE = ('<style>.bd-article mjx-container[display="true"], .bd-article .math '
                  '{ display: block; max-width: 100%; overflow-x: auto; overflow-y: hidden; }</style>')
 MATHJAX = '<script defer src="_static/vendor/mathjax/tex-mml-chtml.js"></script>'
@@ -80,7 +80,7 @@ INACCESSIBLE = (
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from course_utils.sphinx_offline import rewrite_cdn_urls
+    from course_book.sphinx_offline import rewrite_cdn_urls
 
     if not (VENDOR / "mathjax" / "tex-mml-chtml.js").is_file():
         import subprocess
@@ -104,7 +104,8 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The site's own stylesheet, then the same page with the old rule that made every formula a block.
     shutil.copy(sitecheck.REPO / "_static" / "custom.css", site / "_static" / "custom.css")
     css = '<link rel="stylesheet" href="_static/custom.css">'
-    (site / "math_good.html").write_text(_page(MATH_PROSE, head=VIEWPORT + css + MATHJAX, lang="en", article_class="bd-article"))
+    (site / "math_good.html").write_text(_page(MATH_PROSE, head=VIEWPORT + css + MATHJAX, lang="en",
+                                               article_class="bd-article"))
     (site / "math_old_rule.html").write_text(_page(MATH_PROSE, head=VIEWPORT + css + OLD_MATH_RULE + MATHJAX, lang="en",
                                                    article_class="bd-article"))
     (site / "inaccessible.html").write_text(_page(INACCESSIBLE))
@@ -128,7 +129,8 @@ def test_a_sound_page_passes(reports: dict[str, sitecheck.PageReport]) -> None:
     assert (model["kind"], model["tokens"], model["heads"], model["layers"]) == ("model", (5, 5), N_HEADS, N_LAYERS)
     assert model["interaction"]["detail_tokens"] == 2 * len(TOKENS)
     # "the cat sat" -> [CLS] the cat sat [SEP]: 5 tokens, the query/key view opens on click
-    assert (neuron["kind"], neuron["tokens"], neuron["heads"], neuron["layers"]) == ("neuron", (5, 5), N_HEADS, N_LAYERS)
+    got = (neuron["kind"], neuron["tokens"], neuron["heads"], neuron["layers"])
+    assert got == ("neuron", (5, 5), N_HEADS, N_LAYERS)
     assert neuron["interaction"] == {"hover_highlighted": 1, "expanded": "visible"}
 
 
@@ -137,7 +139,8 @@ def test_a_broken_page_fails_for_each_fault(reports: dict[str, sitecheck.PageRep
     problems = "\n".join(broken.problems())
     # the CDN script (and bertviz's CDN require.js, and MathJax from its CDN) were blocked ...
     assert "request to the network (blocked): https://cdn.jsdelivr.net/npm/d3@5.7.0/dist/d3.min.js" in problems
-    assert "request to the network (blocked): https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js" in problems
+    require_js = "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js"
+    assert f"request to the network (blocked): {require_js}" in problems
     # ... the missing image failed to load (HTTP 404) ...
     assert "image did not load: _images/missing.png" in problems
     assert any("missing.png (HTTP 404)" in r for r in broken.failed_requests)

@@ -1,11 +1,12 @@
-"""course_utils.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
+"""course_book.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
 from __future__ import annotations
 
-from course_utils.sphinx_a11y import fix_theme_markup
+from course_book.sphinx_a11y import fix_theme_markup
 from course_utils.viz import label_selects
 
 SEARCH = ('<button class="btn search-button-field search-button__button pst-js-only" title="Search" '
-          'aria-label="Search" data-bs-placement="bottom" data-bs-toggle="tooltip">\n <span>Search</span> Ctrl+K</button>')
+          'aria-label="Search" data-bs-placement="bottom" data-bs-toggle="tooltip">\n '
+          '<span>Search</span> Ctrl+K</button>')
 ICON_SEARCH = ('<button class="btn btn-sm pst-navbar-icon search-button search-button__button pst-js-only" '
                'title="Search" aria-label="Search"><i class="fa-solid fa-magnifying-glass fa-lg"></i></button>')
 THEME = ('<button class="theme-switch-button" aria-label="Color mode">\n'

@@ -1,4 +1,4 @@
-"""course_utils.sphinx_offline: CDN URLs of notebook outputs become local ones (no browser)."""
+"""course_book.sphinx_offline: CDN URLs of notebook outputs become local ones (no browser)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.sphinx_offline import CDN_REWRITES, LOCAL_MATHJAX, remote_resources, rewrite_cdn_urls
+from course_book.sphinx_offline import CDN_REWRITES, LOCAL_MATHJAX, remote_resources, rewrite_cdn_urls
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def _build(tmp_path: Path, pages: dict[str, str]) -> tuple[Path, str]:
     src = tmp_path / "src"
     src.mkdir()
     (src / "conf.py").write_text(
-        "extensions = ['sphinx.ext.mathjax', 'course_utils.sphinx_offline']\n"
+        "extensions = ['sphinx.ext.mathjax', 'course_book.sphinx_offline']\n"
         f"course_offline_static = {str(REPO / 'site' / 'static')!r}\n")
     for name, text in pages.items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)

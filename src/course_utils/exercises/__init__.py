@@ -9,8 +9,7 @@ How to write a checker: see :mod:`course_utils.exercises.core`. Instructor tools
 ``python -m course_utils.exercises.student`` (student edition) and
 ``python -m course_utils.exercises.grade`` (grade a folder of submissions).
 """
-from .core import (Case, Checker, CheckResult, ExerciseFailed, Mistake, check, get_checker,
-                   register, registered_names)
+from .core import Case, Checker, CheckResult, ExerciseFailed, Mistake, check, get_checker, register, registered_names
 
 __all__ = ["Case", "Checker", "CheckResult", "ExerciseFailed", "Mistake", "check", "get_checker",
            "register", "registered_names"]

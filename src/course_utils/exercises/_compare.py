@@ -58,7 +58,7 @@ def fmt_index(index: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
 
-def fmt_num(x: float) -> str:
+def fmt_num(x: float | numbers.Real) -> str:
     if isinstance(x, bool):
         return str(x)
     if isinstance(x, numbers.Integral):
@@ -172,7 +172,7 @@ def _compare_tensor(expected: torch.Tensor, got: Any, where: str, axes: Axes,
         diff = (got.double() - expected.double()).abs()
         diff = torch.where(close, torch.zeros_like(diff), diff).nan_to_num(nan=float("inf"))
         flat = int(diff.argmax())
-        index = np.unravel_index(flat, tuple(got.shape)) if got.dim() else ()
+        index = tuple(int(i) for i in np.unravel_index(flat, tuple(got.shape))) if got.dim() else ()
         n_bad = int((~close).sum())
         return Problem("value", f"{p}values differ from the reference: max |difference| {float(diff.max()):.3g} "
                                 f"at {fmt_index(index)} (yours {fmt_num(got[tuple(index)].item())}, expected "
@@ -198,7 +198,9 @@ def compare(expected: Any, got: Any, *, where: str = "output", axes: Any = None,
     if isinstance(expected, bool):
         if not isinstance(got, (bool, np.bool_)):
             return _wrong_type(expected, got, where)
-        return None if bool(got) == expected else Problem("value", f"{_prefix(where)}expected {expected}, got {bool(got)}.")
+        if bool(got) == expected:
+            return None
+        return Problem("value", f"{_prefix(where)}expected {expected}, got {bool(got)}.")
     if isinstance(expected, numbers.Integral):
         if isinstance(got, (bool, np.bool_)) or not isinstance(got, numbers.Integral):
             return _wrong_type(expected, got, where)
@@ -214,7 +216,8 @@ def compare(expected: Any, got: Any, *, where: str = "output", axes: Any = None,
                 math.isnan(float(got)) and math.isnan(float(expected))):
             return None
         if not math.isfinite(float(got)) and math.isfinite(float(expected)):
-            return Problem("nan", f"{_prefix(where)}got {got} where a finite number ({fmt_num(expected)}) was expected.")
+            return Problem("nan", f"{_prefix(where)}got {got} where a finite number ({fmt_num(expected)}) "
+                                  "was expected.")
         return Problem("value", f"{_prefix(where)}expected {fmt_num(expected)}, got {fmt_num(got)} "
                                 f"(difference {abs(float(got) - float(expected)):.3g}).")
     if isinstance(expected, (tuple, list)):
@@ -222,8 +225,9 @@ def compare(expected: Any, got: Any, *, where: str = "output", axes: Any = None,
             return _wrong_type(expected, got, where)
         if len(got) != len(expected):
             return Problem("type", f"{_prefix(where)}expected {len(expected)} items, got {len(got)}.")
-        per_item = axes if (axes is not None and len(axes) == len(expected)
-                            and all(a is None or isinstance(a, (tuple, list)) for a in axes)) else [None] * len(expected)
+        per_item_axes = (axes is not None and len(axes) == len(expected)
+                         and all(a is None or isinstance(a, (tuple, list)) for a in axes))
+        per_item = axes if per_item_axes else [None] * len(expected)
         for i, (e, g) in enumerate(zip(expected, got)):
             problem = compare(e, g, where=f"{where}[{i}]", axes=per_item[i], atol=atol, rtol=rtol)
             if problem is not None:
@@ -292,5 +296,5 @@ def same_input(before: Any, after: Any) -> bool:
                 and all(same_input(before[k], after[k]) for k in before))
     try:
         return bool(before == after)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a student's object with a broken __eq__: assume unchanged
         return True

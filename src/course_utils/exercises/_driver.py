@@ -31,7 +31,7 @@ MAX_CALLS = 30
 
 def _profiled(calls: set[str], fn: Callable[[], Any]) -> Any:
     """Run ``fn``, noting every course_utils function that the *student's* code calls directly."""
-    def hook(frame, event, arg):  # noqa: ARG001
+    def hook(frame, event, arg):
         if event != "call" or len(calls) >= MAX_CALLS:
             return
         code = frame.f_code
@@ -53,7 +53,7 @@ def _profiled(calls: set[str], fn: Callable[[], Any]) -> Any:
 def _copyable(case: Any) -> bool:
     try:
         copy.deepcopy(case)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - whatever deepcopy raises, the answer is "not copyable"
         return False
     return True
 
@@ -98,7 +98,8 @@ def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: 
     results = []
     for case_name, args, kwargs in cases:
         given = Case(case_name, args, kwargs)
-        outcome = run_limited(lambda: checker._seeded(lambda: checker.call(obj, given)), checker.timeout)
+        outcome = run_limited(lambda: checker._seeded(lambda: checker.call(obj, given)),  # noqa: B023 - run at once, in this iteration
+                              checker.timeout)
         entry: dict[str, Any] = {"timed_out": outcome.timed_out, "seconds": outcome.seconds,
                                  "printed": outcome.printed[-4000:]}
         if outcome.error is not None:
@@ -114,6 +115,7 @@ def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: 
         # traced, outside the timed runs (tracing slows Python-heavy code several times over).
         calls: set[str] = set()
         name, args, kwargs = copy.deepcopy(cases[0]) if _copyable(cases[0]) else cases[0]
-        run_limited(lambda: _profiled(calls, lambda: checker._seeded(lambda: checker.call(obj, Case(name, args, kwargs)))),
+        first = Case(name, args, kwargs)
+        run_limited(lambda: _profiled(calls, lambda: checker._seeded(lambda: checker.call(obj, first))),
                     10 * checker.timeout)
         document["calls"] = sorted(calls)

@@ -71,7 +71,7 @@ def _direct_callees(checker: Checker, run: Callable[[], Any]) -> set[str]:
     ref_file = os.path.realpath(getattr(getattr(checker.reference, "__code__", None), "co_filename", "") or "")
     found: set[str] = set()
 
-    def hook(frame, event, arg):  # noqa: ARG001
+    def hook(frame, event, arg):
         if event != "call":
             return
         code = frame.f_code
@@ -171,7 +171,8 @@ def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor]
         return None
     if static_keys:
         return not_own_work(checker, static_keys, "your notebook uses")
-    submitted = document.get("submitted") if isinstance(document.get("submitted"), dict) else {}
+    raw = document.get("submitted")
+    submitted: dict[str, Any] = raw if isinstance(raw, dict) else {}
     sub_name = str(submitted.get("name", ""))[:100]
     if status == "misuse":
         shown = str(submitted.get("describe", ""))[:60]
@@ -221,11 +222,14 @@ def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor]
                         and isinstance(after[1], dict):
                     before_args, before_kwargs = exam.before[i]
                     # An input the grader cannot see into (an Opaque object) is not compared.
-                    seen = lambda b, a: (None, None) if isinstance(b, _plain.Opaque) else (b, a)  # noqa: E731
+                    def seen(b: Any, a: Any) -> tuple[Any, Any]:
+                        return (None, None) if isinstance(b, _plain.Opaque) else (b, a)
+
                     pairs = [seen(b, a) for b, a in zip(before_args, after[0])]
                     kw = {k: seen(v, after[1].get(k)) for k, v in before_kwargs.items()}
-                    mutated = checker._mutated(Case(case.name, tuple(p[0] for p in pairs), {k: v[0] for k, v in kw.items()}),
-                                               Case(case.name, tuple(p[1] for p in pairs), {k: v[1] for k, v in kw.items()}))
+                    before_case = Case(case.name, tuple(p[0] for p in pairs), {k: v[0] for k, v in kw.items()})
+                    after_case = Case(case.name, tuple(p[1] for p in pairs), {k: v[1] for k, v in kw.items()})
+                    mutated = checker._mutated(before_case, after_case)
         failed = checker.judge_case(case, exam.expected[i], outcome, mutated, prepare=_plain.roundtrip)
         if failed is not None:
             return failed
@@ -303,7 +307,7 @@ def _sandbox_km(sandbox_args: list[str]):
     from jupyter_client.manager import AsyncKernelManager
 
     class SandboxKernelManager(AsyncKernelManager):  # async, as nbclient drives it (interrupts included)
-        def format_kernel_cmd(self, extra_arguments=None):  # noqa: ANN001, ANN201
+        def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
             return [sys.executable, "-I", SANDBOX, *sandbox_args, "--", *cmd]
 
@@ -397,7 +401,7 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
         output_bytes = 0
         overflow_cell: int | None = None
 
-        def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001
+        def output(self, outs, msg, display_id, cell_index):
             self.output_bytes += len(json.dumps(msg.get("content", {}), default=str))
             if self.output_bytes > limit:
                 if self.overflow_cell is None:
@@ -411,11 +415,12 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
         async def _interrupt(self) -> None:
             try:
                 from jupyter_core.utils import ensure_async
-                await ensure_async(self.km.interrupt_kernel())
+                if self.km is not None:
+                    await ensure_async(self.km.interrupt_kernel())
             except Exception:  # noqa: BLE001 - the kernel may be gone already
                 pass
 
-        async def _async_handle_timeout(self, timeout, cell=None):  # noqa: ANN001
+        async def _async_handle_timeout(self, timeout, cell=None):
             if status.get("driving") is None:
                 status["stopped_cells"].append(status["cell"])
             return await super()._async_handle_timeout(timeout, cell)
@@ -456,7 +461,8 @@ def grade_notebook(task: dict[str, Any], exams: dict[str, Exam | str]) -> dict[s
         except _plain.PlainError as exc:
             errors = [f"{o.get('ename')}: {str(o.get('evalue', ''))[:200]}" for o in cell.outputs
                       if o.get("output_type") == "error"]
-            why = f"the grader's call raised {errors[0]}" if errors else "the grader's call was stopped or the kernel failed"
+            why = (f"the grader's call raised {errors[0]}" if errors
+                   else "the grader's call was stopped or the kernel failed")
             verdicts[name] = {"passed": False, "final": False,
                               "message": exam.checker._fail("internal", f"your function's answer did not reach the "
                                                                         f"grader ({exc}; {why})").message}
@@ -548,10 +554,12 @@ def _load_checkers(specs: list[str]) -> None:
             module_name = f"course_grader_extra_{path.stem}"
             if module_name in sys.modules:
                 continue
-            loader = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(loader)
+            mspec = importlib.util.spec_from_file_location(module_name, path)
+            if mspec is None or mspec.loader is None:
+                raise ImportError(f"cannot load checkers from {path}")
+            module = importlib.util.module_from_spec(mspec)
             sys.modules[module_name] = module
-            loader.loader.exec_module(module)
+            mspec.loader.exec_module(module)
         else:
             importlib.import_module(spec)
 

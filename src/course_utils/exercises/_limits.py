@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Callable
 
 import torch
@@ -70,7 +71,7 @@ def _run_with_alarm(fn: Callable[[], Any], timeout: float) -> Outcome:
     fired = [0]
     old_trace = sys.gettrace()
 
-    def on_alarm(signum, frame):  # noqa: ARG001
+    def on_alarm(signum, frame):
         fired[0] += 1
         if fired[0] > 4:  # 0.2 s of interruptions swallowed by a bare `except:` in a loop
             _raise_everywhere(frame)
@@ -109,7 +110,7 @@ def _raise_everywhere(frame) -> None:
     raised on the line of the ``except`` body itself is not caught by that ``try``, so the
     loop ends at its next turn.
     """
-    def tracer(frame, event, arg):  # noqa: ARG001
+    def tracer(frame, event, arg):
         if event in ("line", "call"):  # raising on an "exception" event would be caught again
             raise CheckTimeout()
         return tracer
@@ -135,7 +136,7 @@ def _disarm(old_handler, old_trace=None) -> None:
 
 
 def _clear_frame_traces() -> None:
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if getattr(frame.f_trace, "__qualname__", "").startswith("_raise_everywhere"):
             frame.f_trace = None
@@ -149,7 +150,7 @@ def _run_in_thread(fn: Callable[[], Any], timeout: float) -> Outcome:
     def target() -> None:
         try:
             box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who reports it
             box["error"] = exc
 
     start = time.perf_counter()

@@ -29,8 +29,7 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -62,7 +61,9 @@ def _unshare(flags: int) -> None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
     _check(_c().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
@@ -101,7 +102,7 @@ def _bind_ro(fd: int, path: str) -> None:
     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: list[str] = ()) -> bool:
+def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = ()) -> bool:
     """Enter the namespaces and set up the mounts (in this process); False if unavailable."""
     if not sys.platform.startswith("linux"):
         report["problems"].append(f"no namespaces on {sys.platform}")
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             _c().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the uid change, which clears it
             os.chdir(args.cwd)
             os.execvp(command[0], command)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - the forked child must reach os._exit below
             print(f"sandbox: {exc}", file=sys.stderr)
         os._exit(72)
     # The launcher: the grader signals this process group (interrupts go to the kernel,

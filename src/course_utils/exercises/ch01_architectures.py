@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import modelinfo
 from .core import Case, Checker, Mistake, register
 
 __all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "gpt2_forward_flops",
@@ -44,7 +45,7 @@ __all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", 
 
 def count_parameters_reference(model: nn.Module) -> int:
     """The course's solution: ``parameters()`` yields each (possibly shared) tensor once."""
-    return sum(p.numel() for p in model.parameters())
+    return modelinfo.count_parameters(model)
 
 
 class TinyTiedLM(nn.Module):
@@ -169,11 +170,16 @@ def llama_parameter_count_reference(config: Any) -> int:
     return _llama_count(_config_key(config))
 
 
-def _llama_config(**kw: Any) -> Any:
-    from transformers import LlamaConfig
+def _hf_config(class_name: str, **kw: Any) -> Any:
+    """``transformers.<class_name>(**kw)`` (LlamaConfig, MixtralConfig), with the library quiet."""
+    import transformers
 
     _quiet_transformers()
-    return LlamaConfig(**kw)
+    return getattr(transformers, class_name)(**kw)
+
+
+def _llama_config(**kw: Any) -> Any:
+    return _hf_config("LlamaConfig", **kw)
 
 
 def _llama_cases() -> list[Case]:
@@ -270,10 +276,7 @@ def _moe_counts(key: tuple[str, str]) -> tuple[int, int]:
 
 
 def _mixtral_config(**kw: Any) -> Any:
-    from transformers import MixtralConfig
-
-    _quiet_transformers()
-    return MixtralConfig(**kw)
+    return _hf_config("MixtralConfig", **kw)
 
 
 def _moe_cases() -> list[Case]:

@@ -19,7 +19,7 @@ import functools
 import math
 import unicodedata
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -40,7 +40,7 @@ class AttentionWeights(torch.nn.Module):
         self.c_attn = torch.nn.Linear(n_embd, 3 * n_embd)
         self.c_proj = torch.nn.Linear(n_embd, n_embd)
 
-    def forward(self, *args: Any, **kwargs: Any):  # noqa: D401 - see class docstring
+    def forward(self, *args: Any, **kwargs: Any):
         raise NotImplementedError("this exercise asks you to write the attention; calling "
                                   "attn(...) itself is not the solution. Use attn.c_attn, attn.c_proj.")
 
@@ -200,7 +200,8 @@ def _wordpiece(text, vocab, *, prefix=PREFIX, longest=True, whole_unk=True, lowe
         if len(word) > max_chars:
             out.append(UNK)
             continue
-        pieces, start = [], 0
+        pieces: list[str] = []
+        start = 0
         while start < len(word):
             ends = range(len(word), start, -1) if longest else range(start + 1, len(word) + 1)
             piece = None
@@ -232,8 +233,8 @@ def _wordpiece_cases() -> list[Case]:
 class _TokenListChecker(Checker):
     """Adds the first token that differs when no known mistake explains a wrong token list."""
 
-    def _diagnose(self, case: Case, got: Any) -> str | None:
-        hint = super()._diagnose(case, got)
+    def _diagnose(self, case: Case, got: Any, prepare: Callable[[Any], Any] | None = None) -> str | None:
+        hint = super()._diagnose(case, got, prepare=prepare)
         if hint is not None or not isinstance(got, list):
             return hint
         expected = self.reference(*case.args, **case.kwargs)

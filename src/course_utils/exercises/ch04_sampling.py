@@ -17,6 +17,7 @@ the crossing token dropped, the entropy's sign. Top-level imports stay light (to
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
@@ -25,8 +26,8 @@ from .core import Case, Checker, Mistake, register
 NEG_INF = float("-inf")
 
 
-def _ids(scores: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(scores.shape[0], 1, dtype=torch.long)  # the warpers ignore input_ids
+def _ids(scores: torch.Tensor) -> torch.LongTensor:
+    return cast(torch.LongTensor, torch.zeros(scores.shape[0], 1, dtype=torch.long))  # the warpers ignore input_ids
 
 
 # =========================================================================== 1. min-p
@@ -57,7 +58,8 @@ def _min_p_cases() -> list[Case]:
     flat[0, 0] = 0.5
     return [
         Case("random scores, min_p = 0.1", (torch.randn(3, 50) * 2, 0.1)),
-        Case("a peaked row and a flat row, min_p = 0.05", (torch.stack([torch.randn(40) * 4, torch.randn(40) * 0.3]), 0.05)),
+        Case("a peaked row and a flat row, min_p = 0.05",
+             (torch.stack([torch.randn(40) * 4, torch.randn(40) * 0.3]), 0.05)),
         Case("a token exactly at the threshold (0.2 = 0.5 x 0.4)", (torch.tensor([[4.0, 3.0, 2.0, 1.0]]).log(), 0.5)),
         Case("min_p = 1 keeps only the top token(s)", (flat, 1.0)),
         Case("large vocabulary, min_p = 0.02", (torch.randn(2, 2000) * 3, 0.02)),

@@ -64,7 +64,7 @@ def _wwm(input_ids, offsets, special, u, mask_token_id, p=0.15, *, per_token=Fal
     return inputs, labels
 
 
-def whole_word_mask_reference(input_ids, offsets, special, u, mask_token_id, p=0.15):  # noqa: ANN001, ANN201
+def whole_word_mask_reference(input_ids, offsets, special, u, mask_token_id, p=0.15):
     """Whole-word masking with the library's word rule (offsets) and its Bernoulli draws ``u < p``."""
     return _wwm(input_ids, offsets, special, u, mask_token_id, p)
 
@@ -267,7 +267,8 @@ def _micro_batches(sizes: list[tuple[int, float]], T: int = 6, V: int = 23) -> l
 
 def _acc_cases() -> list[Case]:
     return [
-        Case("3 micro-batches with 1, many and few predicted tokens", (1, _micro_batches([(2, 0.05), (2, 0.9), (2, 0.3)]))),
+        Case("3 micro-batches with 1, many and few predicted tokens",
+             (1, _micro_batches([(2, 0.05), (2, 0.9), (2, 0.3)]))),
         Case("micro-batches of different sizes", (2, _micro_batches([(1, 0.5), (4, 0.2)]))),
         Case("a single micro-batch", (3, _micro_batches([(3, 0.4)]))),
     ]

@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from ..efficient import block_state, merge_blocks, naive_attention
+from ..efficient import BlockState, block_state, merge_blocks, naive_attention
 from .core import Case, Checker, Mistake, register
 
 _NEG_INF = float("-inf")
 
 
 # --------------------------------------------------------------------------- causal mask in a tiled loop
-def _causal_tiled_reference(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _causal_tiled_reference(q, k, v, block_size):
     return naive_attention(q, k, v, causal=True)
 
 
@@ -49,14 +49,14 @@ def _tiled_cases() -> list[Case]:
     ]
 
 
-def _tiled(q, k, v, block_size, allowed):  # noqa: ANN001, ANN202
+def _tiled(q, k, v, block_size, allowed):
     """A tiled loop whose mask is ``allowed(qpos, kpos) -> bool (Tb, Sb)``; no block skipping."""
     T, S = q.size(-2), k.size(-2)
     out = torch.empty_like(q)
     for i0 in range(0, T, block_size):
         i1 = min(i0 + block_size, T)
         qi = q[..., i0:i1, :] / math.sqrt(q.size(-1))
-        state = None
+        state: BlockState | None = None
         for j0 in range(0, S, block_size):
             j1 = min(j0 + block_size, S)
             s = qi @ k[..., j0:j1, :].transpose(-2, -1)
@@ -65,27 +65,28 @@ def _tiled(q, k, v, block_size, allowed):  # noqa: ANN001, ANN202
                 s = s.masked_fill(~ok, _NEG_INF)
             blk = block_state(s, v[..., j0:j1, :])
             state = blk if state is None else merge_blocks(state, blk)
+        assert state is not None  # S >= 1: at least one key block
         out[..., i0:i1, :] = state.output()
     return out
 
 
-def _no_mask(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _no_mask(q, k, v, block_size):
     return _tiled(q, k, v, block_size, lambda qi, kj, T, S: None)
 
 
-def _local_indices(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _local_indices(q, k, v, block_size):
     return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi - qi[0])[:, None] >= (kj - kj[0])[None, :])
 
 
-def _strict(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _strict(q, k, v, block_size):
     return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi + S - T)[:, None] > kj[None, :])
 
 
-def _top_left(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _top_left(q, k, v, block_size):
     return _tiled(q, k, v, block_size, lambda qi, kj, T, S: qi[:, None] >= kj[None, :])
 
 
-def _transposed(q, k, v, block_size):  # noqa: ANN001, ANN202
+def _transposed(q, k, v, block_size):
     return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi + S - T)[:, None] <= kj[None, :])
 
 
@@ -134,7 +135,8 @@ def _static_cache_bytes(config_json: str, model_type: str, batch_size: int, max_
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         with torch.no_grad():  # one token fills every layer's cache tensors (lazily allocated)
             model(torch.zeros(batch_size, 1, dtype=torch.long), past_key_values=cache, use_cache=True)
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    layers: list[Any] = list(cache.layers)  # StaticCache's layers: each holds .keys and .values
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in layers)
 
 
 def kv_cache_bytes_reference(config: Any, batch_size: int, max_len: int, dtype: torch.dtype) -> int:

@@ -16,27 +16,28 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import torch
+
 # Unlike other chapters' checkers, these references *are* transformers' code, imported here rather
 # than inside the functions: the import costs about a second of CPU once, and it belongs to loading
 # this module (which happens only when a Chapter 7 check is asked for), not to the first check's
 # time limit. Chapter 7's notebook has imported transformers long before its exercises.
-from transformers import LlamaConfig
+from transformers import LlamaConfig, T5Config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-from transformers import T5Config
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from .core import Case, Checker, Mistake, register
 
 
 # --------------------------------------------------------------------------- T5 buckets
-def _t5_reference(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_reference(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return T5Attention._relative_position_bucket(relative_position, bidirectional=bidirectional,
                                                  num_buckets=num_buckets, max_distance=max_distance)
 
 
-def _t5_variant(relative_position, bidirectional=True, num_buckets=32, max_distance=128, *,  # noqa: ANN001, ANN202
+def _t5_variant(relative_position, bidirectional=True, num_buckets=32, max_distance=128, *,
                 halve=True, rounding=False, cap=True, abs_in_decoder=False):
     """The reference written out, with one switch per known mistake."""
     bucket = torch.zeros_like(relative_position)
@@ -55,23 +56,23 @@ def _t5_variant(relative_position, bidirectional=True, num_buckets=32, max_dista
     return bucket + torch.where(distance < exact, distance, large)
 
 
-def _t5_sign_flipped(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_sign_flipped(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return _t5_reference(-relative_position, bidirectional, num_buckets, max_distance)
 
 
-def _t5_no_halving(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_no_halving(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, halve=False)
 
 
-def _t5_rounding(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_rounding(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, rounding=True)
 
 
-def _t5_no_cap(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_no_cap(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, cap=False)
 
 
-def _t5_abs_in_decoder(relative_position, bidirectional=True, num_buckets=32, max_distance=128):  # noqa: ANN001, ANN202
+def _t5_abs_in_decoder(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, abs_in_decoder=True)
 
 
@@ -110,7 +111,7 @@ t5_bucket = register(Checker(
 
 
 # --------------------------------------------------------------------------- T5's position bias
-def _bias_reference(bias_table, query_length, key_length, bidirectional=True, max_distance=128,  # noqa: ANN001, ANN202
+def _bias_reference(bias_table, query_length, key_length, bidirectional=True, max_distance=128,
                     *, aligned=True):
     num_buckets, n_heads = bias_table.shape
     config = T5Config(d_model=8 * n_heads, d_kv=8, num_heads=n_heads, relative_attention_num_buckets=num_buckets,
@@ -122,11 +123,11 @@ def _bias_reference(bias_table, query_length, key_length, bidirectional=True, ma
         return attention.compute_bias(query_length, key_length, past_seen_tokens=past)
 
 
-def _bias_top_left(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+def _bias_top_left(bias_table, query_length, key_length, bidirectional=True, max_distance=128):
     return _bias_reference(bias_table, query_length, key_length, bidirectional, max_distance, aligned=False)
 
 
-def _bias_from(relative: torch.Tensor, bias_table, bidirectional, max_distance):  # noqa: ANN001, ANN202
+def _bias_from(relative: torch.Tensor, bias_table, bidirectional, max_distance):
     buckets = _t5_reference(relative, bidirectional, bias_table.size(0), max_distance)
     return bias_table[buckets].permute(2, 0, 1)[None]
 
@@ -135,17 +136,17 @@ def _positions(query_length: int, key_length: int) -> tuple[torch.Tensor, torch.
     return torch.arange(key_length - query_length, key_length)[:, None], torch.arange(key_length)[None, :]
 
 
-def _bias_sign(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+def _bias_sign(bias_table, query_length, key_length, bidirectional=True, max_distance=128):
     q, k = _positions(query_length, key_length)
     return _bias_from(q - k, bias_table, bidirectional, max_distance)
 
 
-def _bias_always_bidirectional(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+def _bias_always_bidirectional(bias_table, query_length, key_length, bidirectional=True, max_distance=128):
     q, k = _positions(query_length, key_length)
     return _bias_from(k - q, bias_table, True, max_distance)
 
 
-def _bias_transposed(bias_table, query_length, key_length, bidirectional=True, max_distance=128):  # noqa: ANN001, ANN202
+def _bias_transposed(bias_table, query_length, key_length, bidirectional=True, max_distance=128):
     return _bias_reference(bias_table, query_length, key_length, bidirectional, max_distance).transpose(-2, -1)
 
 
@@ -180,7 +181,7 @@ t5_position_bias = register(Checker(
 
 
 # --------------------------------------------------------------------------- Llama 3.1 RoPE scaling
-def _llama3_reference(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position):  # noqa: ANN001, ANN202
+def _llama3_reference(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position):
     config = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
                          max_position_embeddings=int(original_max_position * factor),
                          rope_parameters={"rope_type": "llama3", "rope_theta": float(base), "factor": float(factor),
@@ -191,7 +192,7 @@ def _llama3_reference(head_dim, base, factor, low_freq_factor, high_freq_factor,
     return inv_freq
 
 
-def _llama3_variant(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position, *,  # noqa: ANN001, ANN202
+def _llama3_variant(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position, *,
                     mode="right"):
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
     if mode == "all":
@@ -209,19 +210,19 @@ def _llama3_variant(head_dim, base, factor, low_freq_factor, high_freq_factor, o
     return torch.where(medium, middle, scaled)
 
 
-def _llama3_all(*args):  # noqa: ANN002, ANN202
+def _llama3_all(*args):
     return _llama3_variant(*args, mode="all")
 
 
-def _llama3_hard(*args):  # noqa: ANN002, ANN202
+def _llama3_hard(*args):
     return _llama3_variant(*args, mode="hard")
 
 
-def _llama3_swapped(*args):  # noqa: ANN002, ANN202
+def _llama3_swapped(*args):
     return _llama3_variant(*args, mode="swapped")
 
 
-def _llama3_no_2pi(*args):  # noqa: ANN002, ANN202
+def _llama3_no_2pi(*args):
     return _llama3_variant(*args, mode="no_2pi")
 
 
@@ -244,8 +245,9 @@ llama3_inv_freq = register(Checker(
         Mistake(_llama3_hard, "the middle band (original / high_freq_factor <= wavelength <= original / "
                               "low_freq_factor) must interpolate: (1 − s)·θ/factor + s·θ with "
                               "s = (original / wavelength − low_freq_factor) / (high_freq_factor − low_freq_factor)."),
-        Mistake(_llama3_swapped, "low_freq_factor and high_freq_factor are swapped: the long-wavelength threshold is "
-                                 "original / low_freq_factor (the larger one), the short one original / high_freq_factor."),
+        Mistake(_llama3_swapped, "low_freq_factor and high_freq_factor are swapped: the long-wavelength threshold "
+                                 "is original / low_freq_factor (the larger one), the short one "
+                                 "original / high_freq_factor."),
         Mistake(_llama3_no_2pi, "the wavelength of a pair is 2π / θ (the positions it takes to turn a full circle), "
                                 "not 1 / θ."),
     ],
@@ -259,7 +261,7 @@ llama3_inv_freq = register(Checker(
 def _mixtral_counts() -> dict[str, int]:
     from ..families import build_on_meta
 
-    model = build_on_meta("mistralai/Mixtral-8x7B-v0.1")
+    model: Any = build_on_meta("mistralai/Mixtral-8x7B-v0.1")  # a transformers model: submodules by name
     cfg = model.config
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     router = sum(p.numel() for n, p in model.named_parameters() if ".mlp.gate." in n)

@@ -193,7 +193,7 @@ def _student_line(exc: BaseException) -> str | None:
     if not frames:
         return None
     frame = frames[-1]
-    source = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    source = (frame.line or linecache.getline(frame.filename, frame.lineno or 0)).strip()
     if len(source) > 100:
         source = source[:97] + "..."
     return f"line {frame.lineno} of {frame.name}: `{source}`" if source else f"line {frame.lineno} of {frame.name}"
@@ -308,8 +308,10 @@ class Checker:
         for case in cases:
             expected = self.expected(case)
             given = _copy_case(case)
-            outcome = run_limited(lambda: self._seeded(lambda: self.call(submission, given)), self.timeout)
-            mutated = None if self.allow_mutation or outcome.error is not None or outcome.timed_out else self._mutated(case, given)
+            outcome = run_limited(lambda: self._seeded(lambda: self.call(submission, given)),  # noqa: B023 - run at once
+                                  self.timeout)
+            ran = not (self.allow_mutation or outcome.error is not None or outcome.timed_out)
+            mutated = self._mutated(case, given) if ran else None
             failed = self.judge_case(case, expected, outcome, mutated)
             if failed is not None:
                 return failed
@@ -319,6 +321,8 @@ class Checker:
 
     def make_cases(self, seed: int | None = None) -> list[Case]:
         """The cases, built under ``seed`` (default: the checker's own)."""
+        if self.cases is None:
+            raise ValueError(f"checker {self.name!r} has no cases (a value checker)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed if seed is None else seed)
             return list(self.cases())
@@ -377,7 +381,7 @@ class Checker:
                 wrong = self._seeded(mistake.fn)
                 if prepare is not None:
                     wrong = prepare(wrong)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a variant that cannot run here says nothing
                 continue
             if compare(wrong, submission, atol=self.atol, rtol=self.rtol) is None:
                 hint = mistake.hint
@@ -429,7 +433,7 @@ class Checker:
         """The hint of the first known mistake whose output equals the student's."""
         for mistake in self.mistakes:
             try:
-                wrong = self._seeded(lambda: self.call(mistake.fn, _copy_case(case)))
+                wrong = self._seeded(lambda: self.call(mistake.fn, _copy_case(case)))  # noqa: B023 - run at once
                 if prepare is not None:
                     wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run on this case says nothing

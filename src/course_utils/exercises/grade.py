@@ -379,7 +379,8 @@ def grade_folder(folder: Path, out: Path, feedback_dir: Path | None = None, *, e
             if status.get("isolation"):
                 reports.append(status["isolation"])
         except Exception as exc:  # noqa: BLE001 - one submission must never stop the run
-            sub_rows = [Row(sub.student, ex, False, f"grading failed: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
+            why = f"grading failed: {type(exc).__name__}: {_one_line(str(exc))[:200]}"
+            sub_rows = [Row(sub.student, ex, False, why)
                         for ex in (expected or sub.exercises or [NOTEBOOK_ROW])]
         finally:
             workers.put(worker)

@@ -17,9 +17,10 @@ The student *site* is built from a staged copy of the book in which solution cod
 tagged ``remove-cell`` -- executed, so that later cells still work, but not shown -- and
 ``hide_solutions`` is set. Check cells are tagged ``remove-output``: on the site the stub
 raises ``NotImplementedError``, so the "passed" that the hidden solution earned would be a
-verdict the page did not earn; the check is shown without one, and a note says to run it. (sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle
-gated solutions: ``solution-start`` disappears but its code cells stay, and the orphaned
-``solution-end`` node fails a ``-W`` build with "unknown node type: <solution_end_node>".)
+verdict the page did not earn; the check is shown without one, and a note says to run it.
+(sphinx-exercise 1.2.1's ``hide_solutions`` alone does not handle gated solutions:
+``solution-start`` disappears but its code cells stay, and the orphaned ``solution-end`` node
+fails a ``-W`` build with "unknown node type: <solution_end_node>".)
 """
 from __future__ import annotations
 
@@ -326,9 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         names = nbformat.read(path, as_version=4).metadata["course"]["exercises"]
         print(f"{path}: {len(names)} exercise(s){': ' + ', '.join(names) if names else ''}")
     if args.build_site:
-        static = root / "scripts" / "prepare_static.sh"
-        if static.is_file() and not args.stage_only:  # the same vendored browser libraries as the main site
-            subprocess.check_call(["bash", str(static)], cwd=root)
+        # The same vendored browser libraries as the main site, installed by the repository's
+        # script (not run from here): scripts/build_student_site.sh runs it first.
+        if not args.stage_only and not (root / "site" / "static" / "vendor").is_dir():
+            print("error: the site's browser libraries are missing: run `bash scripts/prepare_static.sh` "
+                  "first (or `bash scripts/build_student_site.sh`)", file=sys.stderr)
+            return 1
         stage = stage_student_site(root, root / "_build" / "student_src")
         command = build_command(stage, root / "_build" / "student")
         print("student site staged in", stage)

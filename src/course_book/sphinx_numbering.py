@@ -29,7 +29,10 @@ def chapter_number(title: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def renumber(fignumbers: dict[str, dict[str, tuple[int, ...]]], chapter: int | None) -> dict[str, dict[str, tuple[int, ...]]]:
+FigNumbers = dict[str, dict[str, tuple[int, ...]]]
+
+
+def renumber(fignumbers: FigNumbers, chapter: int | None) -> FigNumbers:
     """One page's numbers ``{figtype: {node id: number}}``, renumbered from 1 in page order.
 
     Sphinx's numbers grow through the page, so their order is the page order; the new number

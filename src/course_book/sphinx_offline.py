@@ -18,7 +18,6 @@ The course's launch buttons (Colab, download) need none of thebe's code.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,14 +92,11 @@ def _static_dir(app: Sphinx) -> Path:
 def _on_config_inited(app: Sphinx, config: Any) -> None:
     static = _static_dir(app)
     mathjax = static / LOCAL_MATHJAX
-    if not mathjax.is_file():
-        script = Path(app.srcdir) / "scripts" / "prepare_static.sh"
-        if script.is_file():
-            logger.info("[course] %s is missing: running %s", mathjax, script)
-            subprocess.run(["bash", str(script)], check=False)
+    # The libraries are installed by the build script (scripts/build_site.sh runs
+    # prepare_static.sh first), not from here: an extension does not run the repository's scripts.
     if not mathjax.is_file():
         raise ExtensionError(
-            f"course_utils.sphinx_offline: {mathjax} is missing. Run `bash scripts/prepare_static.sh` "
+            f"course_book.sphinx_offline: {mathjax} is missing. Run `bash scripts/prepare_static.sh` "
             "(it installs the pinned MathJax/require.js/d3/jQuery npm packages into site/static)."
         )
     if str(static) not in [str(p) for p in config.html_static_path]:
@@ -143,7 +139,7 @@ def _on_page_context(app: Sphinx, pagename: str, templatename: str, context: dic
         logger.warning(
             "[course] page %r loads %s from the network; the site must work offline: serve a "
             "pinned local copy from _static (see scripts/prepare_static.sh and "
-            "course_utils.sphinx_offline.CDN_REWRITES)",
+            "course_book.sphinx_offline.CDN_REWRITES)",
             pagename, url, type="course", subtype="remote_asset", location=pagename,
         )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
-from .viz import label_selects
+from course_utils.viz import label_selects
 
 #: (pattern, replacement) applied to each written page, for the theme's own markup.
 THEME_FIXES: list[tuple[re.Pattern[str], str]] = [

@@ -1,0 +1,138 @@
+"""The package's modules import on their own, and no two of them import each other.
+
+A cycle (``a`` imports ``b``, which imports ``a``) works or breaks depending on which module a
+reader imports first; a deferred import inside a function hides it until that function runs.
+So the graph below counts every import, at the top of a module or inside a function.
+"""
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = "course_utils"
+PACKAGES = (PACKAGE, "course_book")  # the runtime students install, and the book's Sphinx extensions
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for package in PACKAGES for p in sorted((SRC / package).rglob("*.py"))}
+
+
+def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports_of(name: str, source: str) -> set[str]:
+    """The package modules that module ``name`` (with this source) imports, anywhere in it."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    is_package = name in MODULES and MODULES[name].name == "__init__.py"
+    here = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if _type_checking_only(node, parents):
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[:len(here) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            # `from . import x` and `from .pkg import mod` name modules; `from .mod import f` names f
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        # an edge to a top-level package itself is the import system's doing (its __init__ runs first)
+        found |= {t for t in targets if t in MODULES and t != name and t not in PACKAGES}
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of the graph (``[a, b, ..., a]``), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def package_graph() -> dict[str, set[str]]:
+    return {name: imports_of(name, path.read_text()) for name, path in MODULES.items()}
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = find_cycle(package_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_deferred_cycle():
+    # the shape of the cycle this test was written for: runtime imported assets inside banner()
+    sources = {
+        f"{PACKAGE}.runtime": "import os\n\ndef banner():\n    from . import assets\n",
+        f"{PACKAGE}.assets": "from .runtime import is_online\n",
+        f"{PACKAGE}.online": "import socket\n",
+    }
+    graph = {name: imports_of(name, src) for name, src in sources.items()}
+    assert graph[f"{PACKAGE}.runtime"] == {f"{PACKAGE}.assets"}
+    assert find_cycle(graph) == [f"{PACKAGE}.assets", f"{PACKAGE}.runtime", f"{PACKAGE}.assets"]
+    graph[f"{PACKAGE}.assets"] = imports_of(f"{PACKAGE}.assets", "from .online import is_online\n")
+    assert find_cycle(graph) is None
+
+
+def test_relative_imports_resolve_to_modules():
+    got = imports_of(f"{PACKAGE}.exercises.ch05_mlm",
+                     "from .. import mlm\nfrom ..data import generate_corpus\nfrom .core import Case\n"
+                     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..zoo import path\n")
+    assert got == {f"{PACKAGE}.mlm", f"{PACKAGE}.data", f"{PACKAGE}.exercises.core"}
+
+
+def test_each_module_imports_in_a_fresh_interpreter():
+    # One interpreter per module, so that no module leans on another having been imported first;
+    # a few at a time (each one imports torch).
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    failed, pending = {}, sorted(MODULES)
+    running: list[tuple[str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < 4:
+            module = pending.pop()
+            running.append((module, subprocess.Popen([sys.executable, "-c", f"import {module}"], env=env,
+                                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+        module, proc = running.pop(0)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            failed[module] = err[-1500:]
+    assert not failed, failed
+
+
+def test_the_runtime_needs_no_book_and_runs_no_repository_script():
+    # What a student installs (course_utils) imports nothing of the book's extensions, and no
+    # module builds a path into the repository's scripts/ folder to run it.
+    graph = package_graph()
+    book_imports = {name: deps for name, deps in graph.items()
+                    if name.startswith(PACKAGE + ".") and any(d.startswith("course_book") for d in deps)}
+    assert not book_imports
+    runs_scripts = [name for name, path in MODULES.items() if re.search(r"""["']scripts["']""", path.read_text())]
+    assert not runs_scripts
