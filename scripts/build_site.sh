@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.."
 # The offline, seeded world (the inline plot backend among it): the site shows what CI tests.
 set -a; . scripts/offline.env; set +a
 if [ "${1:-}" = "--fresh" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi
+# jupyter-cache keys an execution on the notebook's code only. Key it on the installed versions
+# too: after a library upgrade every chapter re-executes instead of serving outputs computed
+# with the old versions (scripts/environment_key.py: a hash of Python's and every distribution's version).
+env_key=$(python scripts/environment_key.py)
+if [ -d _build/.jupyter_cache ] && [ "$(cat _build/.jupyter_cache.environment 2>/dev/null)" != "$env_key" ]; then
+  echo "Installed versions differ from those of the cached execution: every chapter re-executes."
+  rm -rf _build/.jupyter_cache _build/jupyter_execute
+fi
 [ -x scripts/prepare_static.sh ] && bash scripts/prepare_static.sh
 jupyter-book build . -W -n --keep-going
+echo "$env_key" > _build/.jupyter_cache.environment
 echo "Site built: open $PWD/_build/html/index.html"

@@ -168,6 +168,18 @@ class Banner(str):
 _started: float | None = None
 
 
+def _why_this_world() -> str:
+    """Why the banner's world is the one in force, in words (a forced world says so)."""
+    if not is_online():
+        return "(no hub: packaged and course-trained assets)"
+    if _env_flag("COURSE_OFFLINE") is False:
+        where = ("hub names resolve from the local cache in "
+                 f"{os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME', '~/.cache/huggingface')}"
+                 if _env_flag("HF_HUB_OFFLINE") else "the hub was not probed")
+        return f"(forced by COURSE_OFFLINE=0; {where})"
+    return "(Hugging Face hub reachable)"
+
+
 def banner(assets: Iterable[str] = ()) -> str:
     """Print (and return) the first output of every chapter.
 
@@ -178,8 +190,7 @@ def banner(assets: Iterable[str] = ()) -> str:
     """
     device = get_device()
     lines = [
-        f"World:    {world()} "
-        + ("(Hugging Face hub reachable)" if is_online() else "(no hub: packaged and course-trained assets)"),
+        f"World:    {world()} {_why_this_world()}",
         f"Device:   {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
     ]
