@@ -10,7 +10,8 @@ every page. It
   label-content-name-mismatch; its visible text is a fine name, so the ``aria-label`` goes), and
   the colour-mode button's icons carry titles ("Light", "Dark", "System Settings") that
   Font Awesome turns into visible-text SVG titles the button's name "Color mode" lacks (the
-  titles go; the button keeps its name and tooltip).
+  titles go; the button keeps its name and tooltip); and names the sidebar's icon-only
+  expand/collapse toggles (``<summary>``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ THEME_FIXES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r'(<button class="btn search-button-field search-button__button[^"]*"[^>]*?)\s+aria-label="Search"'),
      r"\1"),
     (re.compile(r'(<i class="theme-switch [^"]*"\s+data-mode="\w+")\s+title="[^"]*"'), r"\1"),
+    # The sidebar's expand/collapse toggles (a chapter with its exercises page nested under it) are
+    # <summary> elements holding only an icon: axe summary-name. Give them a name.
+    (re.compile(r'<summary>(<span class="toctree-toggle" role="presentation">)'),
+     r'<summary aria-label="Show or hide the pages under this chapter">\1'),
 ]
 
 

@@ -111,8 +111,9 @@ def test_search_finds_each_chapter(site_reports: dict[str, sitecheck.PageReport]
             errors: list[str] = []
             page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
             page.goto(site_url + "search.html?q=" + quote(terms[0]), wait_until="load")
-            page.wait_for_function("() => document.querySelectorAll('#search-results ul.search li').length > 0 "
-                                   "|| /did not match|found 0/i.test(document.body.innerText)", timeout=20000)
+            # Results arrive one by one: wait for Sphinx's summary line, which comes once the search ends.
+            page.wait_for_function("() => /search finished|did not match/i.test(document.body.innerText)",
+                                   timeout=20000)
             hits = page.evaluate("() => Array.from(document.querySelectorAll('#search-results ul.search li a'))"
                                  ".map(a => a.getAttribute('href'))")
             assert any(h and h.split("?")[0].split("#")[0].endswith(f"{chapter}.html") for h in hits), (terms[0], hits)

@@ -23,6 +23,18 @@ def test_the_theme_buttons_are_fixed_and_nothing_else() -> None:
     assert fix_theme_markup(html) == (html, 0)  # idempotent
 
 
+def test_the_sidebar_toggles_are_named() -> None:
+    """A chapter with a nested page gets an icon-only <summary> (axe summary-name); it gets a name,
+    once, and a <summary> with its own text is left alone."""
+    toggle = ('<details open="open"><summary><span class="toctree-toggle" role="presentation">'
+              '<i class="fa-solid fa-chevron-down"></i></span></summary><ul>')
+    html, n = fix_theme_markup(toggle + "<details><summary>Show code</summary></details>")
+    assert n == 1
+    assert '<summary aria-label="Show or hide the pages under this chapter"><span class="toctree-toggle"' in html
+    assert "<details><summary>Show code</summary>" in html
+    assert fix_theme_markup(html) == (html, 0)
+
+
 def test_bertviz_menus_are_named() -> None:
     import torch
     from bertviz import head_view
