@@ -38,11 +38,6 @@ mypy
 stage "unit tests"
 run_pytest -q -m "not browser and not online" tests
 
-stage "online path (every chapter against a stand-in hub, network closed)"
-# What Colab runs: COURSE_OFFLINE=0, every hub name resolved from tiny stand-ins of the same
-# classes (tests/online/standin_hub.py), and the install the chapters' first cell does.
-run_pytest -q -m online tests/online
-
 stage "notebooks (nbval)"
 run_pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider chapters
 
@@ -53,5 +48,10 @@ if [ -d tests/site ]; then
   stage "site in headless Chromium"
   run_pytest -q -m browser tests/site
 fi
+stage "online path (every chapter against a stand-in hub, network closed)"
+# What Colab runs: COURSE_OFFLINE=0, every hub name resolved from tiny stand-ins of the same
+# classes (tests/online/standin_hub.py), and the install the chapters' first cell does.
+run_pytest -q -m online tests/online
+
 stage ""
 echo "=== total: $(( $(date +%s) - T0 )) s"

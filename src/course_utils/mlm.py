@@ -699,3 +699,56 @@ def probe_accuracy(fill_mask: Any, probes: Sequence[Any], mask_token: str = "[MA
     outs = fill_mask(texts, top_k=1)
     hits = sum(o[0]["token_str"].strip().lower() == p.answer.lower() for o, p in zip(outs, probes))
     return hits / len(probes)
+
+
+@dataclass(frozen=True)
+class RecipeBenchmark:
+    """What ``benchmarks/mlm_recipe.py`` measured, ready to show (Chapter 5 reads it)."""
+
+    header: list[str]          #: where and how it was measured: machine, load, target, caps, peaks
+    table: Any                 #: a pandas DataFrame: time to target, runs, tokens/s, MFU per recipe
+    ratio: str                 #: "at least 48", "52" or "n/a"
+    where: str                 #: machine and date
+    did_not_help: list[str]    #: rows slower than the row before them, or that never reached the target
+
+
+def read_recipe_benchmark(path: str | Path) -> RecipeBenchmark | None:
+    """Read ``benchmarks/results/mlm_recipe.json``; ``None`` if there is no committed run."""
+    import pandas as pd
+
+    path = Path(path)
+    bench = json.loads(path.read_text()) if path.exists() else {}
+    if not bench.get("rows") or "ratio_is_lower_bound" not in bench:
+        return None
+    seed = bench["seed"]
+    seed_time = (f"{seed['time_to_target']:.0f}" if seed["time_to_target"]
+                 else f"> {seed['train_seconds']:.0f} (loss {seed['final_val_loss']:.2f})")
+    rows = [{"change": "seed recipe (Trainer)", "time to target (s)": seed_time, "runs": 1,
+             "real tokens/s": f"{seed['tokens_per_second']:,.0f}", "MFU": f"{seed['mfu']:.2%}"}]
+    for r in bench["rows"]:
+        if r["time_to_target_median"] is not None:
+            ttt = f"{r['time_to_target_median']:.1f} [{r['time_to_target_min']:.1f}-{r['time_to_target_max']:.1f}]"
+        else:
+            ttt = f"> {bench['row_cap_seconds']:.0f} (loss {r['loss_at_stop']:.2f})"
+        rows.append({"change": r["name"], "time to target (s)": ttt, "runs": r["repeats"],
+                     "real tokens/s": f"{r['tokens_per_second']:,.0f}", "MFU": f"{r['mfu']:.2%}"})
+    header = [
+        f"benchmarks/mlm_recipe.py, {bench['date_utc']}, {bench['machine']}",
+        f"load average (1, 5, 15 min) at start {bench['load_average_at_start']}, at end {bench['load_average_at_end']}"
+        + ("  [a --quick smoke test, not a measurement]" if bench.get("quick") else ""),
+        f"target {bench['target']:.2f} nats (unigram {bench['unigram_loss']:.2f} - 1); seed cap "
+        f"{bench['cap_seconds'] / 60:.0f} min, row cap {bench['row_cap_seconds']:.0f} s",
+        *(f"MFU peak, {prec}: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['how']})"
+          for prec, peak in bench["peak_flops"].items()),
+    ]
+    # A row "did not help" where the row before it reached the target and it is slower (or never got there).
+    slower, before = [], None
+    for r in bench["rows"]:
+        t = r["time_to_target_median"]
+        if before is not None and (t is None or t > before["time_to_target_max"]):
+            slower.append(r["name"])
+        before = r if t is not None else None
+    ratio = bench["ratio"]
+    ratio_text = ("at least " if bench["ratio_is_lower_bound"] else "") + f"{ratio:,.0f}" if ratio else "n/a"
+    return RecipeBenchmark(header, pd.DataFrame(rows).set_index("change"), ratio_text,
+                           f"{bench['machine']}, {bench['date_utc']}", slower)

@@ -56,10 +56,7 @@ def _mark(config: Any) -> Any:
 
 
 def _save(hub: Path, repo_id: str, model: Any, tokenizer: Any = None) -> Path:
-    import torch
-
     snap = _snapshot(hub, repo_id)
-    torch.manual_seed(0)
     _mark(model.config)
     model.save_pretrained(snap)
     if tokenizer is not None:
@@ -218,6 +215,9 @@ DATASETS = [("wikitext", "wikitext-2-raw-v1")]
 
 def build(hf_home: Path) -> Path:
     """Write the stand-in hub into ``hf_home`` (use it as ``HF_HOME``); returns ``hf_home``."""
+    import torch
+
+    torch.manual_seed(0)  # the stand-ins' random weights are the same in every run
     hf_home = Path(hf_home)
     hub = hf_home / "hub"
     hub.mkdir(parents=True, exist_ok=True)
