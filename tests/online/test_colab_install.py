@@ -36,8 +36,8 @@ PREINSTALLED = {"torch": "2.6.0", "transformers": "5.0.0"}  # allowed by pyproje
 def _venv(path: Path) -> tuple[Path, Path]:
     venv.EnvBuilder(with_pip=True, clear=True).create(path)
     python = path / "bin" / "python"
-    site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(python), "-c", code], text=True).strip())
     return python, site
 
 
