@@ -90,10 +90,11 @@ def test_install_imports_and_runs_chapter_1(tmp_path: Path) -> None:
     import torch
 
     _pip(python, "install", "--quiet", str(_checkout(tmp_path)))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the install put there
     probe = subprocess.run(
         [str(python), "-c", "import course_utils, torch; print(course_utils.__file__); print(torch.__file__); "
                             "print(torch.__version__)"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
     assert probe.returncode == 0, probe.stderr[-3000:]
     course_file, torch_file, torch_version = probe.stdout.split()
     assert Path(course_file).is_relative_to(site), f"course_utils came from {course_file}, not the install"
@@ -106,7 +107,7 @@ def test_install_imports_and_runs_chapter_1(tmp_path: Path) -> None:
          "NotebookClient(nb, timeout=600, kernel_name='python3', "
          "resources={'metadata': {'path': sys.argv[2]}}).execute(); print('executed')",
          str(chapter), str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900, env=dict(os.environ))
+        capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
     assert run.returncode == 0 and "executed" in run.stdout, run.stderr[-4000:]
 
 
