@@ -3,8 +3,9 @@
 The chapters' online branches (``from_pretrained("gpt2")``, ``pipeline("summarization",
 model="facebook/bart-large-cnn")``, ``load_dataset("wikitext", "wikitext-2-raw-v1")`` ...) run on
 Colab and nowhere else. To execute them in CI, :func:`build` writes an ``HF_HOME`` folder laid out
-exactly like the libraries' own caches after a download, so that with ``HF_HUB_OFFLINE=1`` and
-``HF_DATASETS_OFFLINE=1`` the *same calls* resolve every name from it:
+exactly like the libraries' own caches after a download, so that with the libraries' hub and
+datasets switches offline (as ``scripts/offline.env`` sets them) the *same calls* resolve every
+name from it:
 
 * ``hub/models--<org>--<name>/refs/main`` and ``snapshots/<commit>/``: for each model, the **same
   class** as the real checkpoint, saved with ``save_pretrained`` from a tiny config that keeps the
@@ -241,20 +242,17 @@ def build(hf_home: Path) -> Path:
 def environ(hf_home: Path) -> dict[str, str]:
     """The variables that run a chapter online against the stand-in hub, with no network.
 
-    The course's own switch says online; the libraries' switches say offline, so every name
-    resolves from the cache; the endpoint is a closed local port, so a request that slipped
-    through would fail at once instead of reaching the internet.
+    The offline world of ``scripts/offline.env`` (its one definition) with the course's own switch
+    turned to online: the libraries' switches stay offline, so every name resolves from the cache;
+    the endpoint is a closed local port, so a request that slipped through would fail at once
+    instead of reaching the internet.
     """
-    return {
-        "COURSE_OFFLINE": "0",
-        "HF_HOME": str(hf_home),
-        "HF_HUB_CACHE": str(Path(hf_home) / "hub"),
-        "HF_DATASETS_CACHE": str(Path(hf_home) / "datasets"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_ENDPOINT": "http://127.0.0.1:9",
-    }
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from offline_env import offline_env
+
+    hf_home = Path(hf_home)
+    return {**offline_env(), "COURSE_OFFLINE": "0", "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"),
+            "HF_DATASETS_CACHE": str(hf_home / "datasets"), "HF_ENDPOINT": "http://127.0.0.1:9"}
 
 
 if __name__ == "__main__":
