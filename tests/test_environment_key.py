@@ -1,8 +1,5 @@
 """The book's execution cache is keyed on the installed versions (scripts/environment_key.py)."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+# scripts/ is on sys.path: tests/conftest.py puts it there
 from environment_key import environment_key, installed
 
 PINNED = [("torch", "2.13.0"), ("transformers", "5.24.0"), ("datasets", "5.2.0")]

@@ -1,8 +1,5 @@
 """The newest-versions lane's bookkeeping (scripts/newest_lane.py): pins read, drift found."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+# scripts/ is on sys.path: tests/conftest.py puts it there
 from newest_lane import differences, pins
 
 

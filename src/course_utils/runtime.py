@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import assets as _assets
-from .online import _env_flag, is_online, world
+from .online import OFFLINE_ENV, _env_flag, is_online, world
 
 #: Set to 1 to force progress bars on, 0 to force them off (default: on when someone watches).
 INTERACTIVE_ENV = "COURSE_INTERACTIVE"
@@ -172,11 +172,12 @@ def _why_this_world() -> str:
     """Why the banner's world is the one in force, in words (a forced world says so)."""
     if not is_online():
         return "(no hub: packaged and course-trained assets)"
-    if _env_flag("COURSE_OFFLINE") is False:
-        where = ("hub names resolve from the local cache in "
-                 f"{os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME', '~/.cache/huggingface')}"
-                 if _env_flag("HF_HUB_OFFLINE") else "the hub was not probed")
-        return f"(forced by COURSE_OFFLINE=0; {where})"
+    if _env_flag(OFFLINE_ENV) is False:
+        from huggingface_hub import constants  # the cache folder and switch the hub library resolved
+
+        where = (f"hub names resolve from the local cache in {constants.HF_HUB_CACHE}" if constants.HF_HUB_OFFLINE
+                 else "the hub was not probed")
+        return f"(forced by {OFFLINE_ENV}=0; {where})"
     return "(Hugging Face hub reachable)"
 
 
