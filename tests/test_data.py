@@ -169,11 +169,29 @@ def test_rule_documents_never_use_a_heldout_format_token():
     assert held and not held & {t.strip() for t in data.TRAIN_FORMAT_TOKENS}
     rng = random.Random(0)
     for _ in range(2_000):
-        words = data._rule_document(rng).split(" ")
+        doc = data._rule_document(rng)
+        words = doc.split(" ")
         assert not held & set(words)
+        # the format is the 2nd and 4th token (single-word inputs and outputs come first):
+        # never a held-out pair
+        sep, delim = " " + words[1], " " + words[3]
+        if doc.count(sep) >= 3 and doc.count(delim) >= 3 and len(words) > 8 and words[5] == words[1]:
+            assert not data.heldout_format(sep, delim), doc
     # ... but every held-out token does occur in training, as an ordinary token of the repeats
     repeats = " ".join(data._repeat_document(rng) for _ in range(2_000)).split(" ")
     assert held <= set(repeats)
+
+
+def test_repeat_documents_copy_a_random_sequence_at_varied_distances():
+    import random
+
+    rng = random.Random(0)
+    distances = set()
+    for _ in range(200):
+        words = data._repeat_document(rng).split(" ")  # seq + gap + seq
+        n = max(n for n in range(8, 31) if 2 * n <= len(words) and words[:n] == words[-n:])
+        distances.add(len(words) - n)  # how far back the copied token is: no fixed offset
+    assert len(distances) > 20
 
 
 def test_format_tokens_are_many_and_never_rule_words():
@@ -195,8 +213,18 @@ def test_fewshot_prompts_share_query_and_format_across_shots():
         assert p8.prompt.startswith(p4.prompt[: -len(p4.query + p4.sep)])  # the first 4 of the same 8
         assert p4.prompt.endswith(f"{p4.delim} {p4.query}{p4.sep}") and p4.n_shots == 4
         assert (p0.query, p0.answer) in data.RULES[p0.rule]
-        assert {p0.sep, p0.delim} <= set(data.HELDOUT_FORMAT_TOKENS) and p0.sep != p0.delim
-    assert data.fewshot_prompts(1, 2, heldout=False, seed=0)[0].sep in data.TRAIN_FORMAT_TOKENS
+        # by default a format no training document uses, made of tokens that separate in training
+        assert {p0.sep, p0.delim} <= set(data.TRAIN_FORMAT_TOKENS) and p0.sep != p0.delim
+        assert data.heldout_format(p0.sep, p0.delim)
+    for p in data.fewshot_prompts(50, 2, formats="unseen-tokens", seed=0):
+        assert {p.sep, p.delim} <= set(data.HELDOUT_FORMAT_TOKENS)
+    for p in data.fewshot_prompts(50, 2, formats="train", seed=0):
+        assert {p.sep, p.delim} <= set(data.TRAIN_FORMAT_TOKENS) and not data.heldout_format(p.sep, p.delim)
+    import itertools
+    pairs = list(itertools.permutations(data.TRAIN_FORMAT_TOKENS, 2))
+    assert 0.2 < sum(data.heldout_format(*p) for p in pairs) / len(pairs) < 0.3  # one pair in four
+    with pytest.raises(ValueError, match="formats must be one of"):
+        data.fewshot_prompts(1, 1, formats="new")
     assert data.fewshot_prompts(1, 0, prefix="<|endoftext|>")[0].prompt.startswith("<|endoftext|>")
     assert data.fewshot_text([("Italy", "Rome"), ("Peru", "Lima")], " ->", " |") == "Italy -> Rome | Peru -> Lima |"
     with pytest.raises(ValueError, match="Unknown rule"):

@@ -222,6 +222,25 @@ def test_metrics_known_values():
         S.distinct_n([[1]], 2)
 
 
+def test_distinct_n_per_text_does_not_pool_identical_copies():
+    # Chapter 4 computes distinct-n per text and averages: pooled over 8 identical greedy texts,
+    # distinct-2 would be 8 times smaller without the text being any less varied.
+    text = [1, 2, 3, 4, 1, 2]  # bigrams 12 23 34 41 12: 4 distinct of 5
+    assert S.distinct_n([text], 2) == pytest.approx(4 / 5)
+    assert S.distinct_n([text] * 8, 2) == pytest.approx(4 / 40)
+
+
+def test_equivalent_settings_draw_the_same_tokens():
+    # T=1 without top-k, top-p=1.0, and top-k equal to the vocabulary size are one distribution.
+    model, prompts, _ = _get("random")
+    outs = []
+    for settings in [dict(temperature=1.0, top_k=0), dict(top_p=1.0, top_k=0),
+                     dict(temperature=1.0, top_k=model.config.vocab_size, top_p=1.0)]:
+        torch.manual_seed(3)
+        outs.append(S.sample_decode(model, prompts, 12, **settings))
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
 def test_continuation_logprob_matches_a_direct_computation():
     model, prompts, _ = _get("random")
     seqs = S.greedy_decode(model, prompts, 5)

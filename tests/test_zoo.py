@@ -24,6 +24,10 @@ from course_utils.assets import load_tokenizer
 GPT2_MIN_HELDOUT_GREEDY = 0.7     # fraction of held-out fact prompts completed correctly (greedy)
 BERT_MIN_HELDOUT_TOP1 = 0.6       # fraction of held-out fact sentences whose [MASK] is filled top-1
 MAX_LOSS_VS_UNIGRAM = 0.5         # validation loss must be below half the unigram baseline
+# In-context learning in formats no training document uses (chapter 4 glues the same two numbers)
+GPT2_MAX_FEWSHOT_0SHOT = 0.2      # accuracy with no example: the rule cannot be known
+GPT2_MIN_FEWSHOT_4SHOT = 0.8      # accuracy with four examples
+N_FEWSHOT = 480                   # chapter 4's prompts (seed 0)
 
 TINY = dict(n_embd=32, n_layer=1, n_head=2, n_inner=64, n_positions=32, block_size=16, batch_size=4,
             steps=3, warmup=1, corpus_words=2_000, eval_every=0)
@@ -120,6 +124,18 @@ def test_gpt2_course_generate_and_pipeline(gpt2, gpt2_tok):
     pipe = pipeline("text-generation", model=str(zoo.path("gpt2-course")), device="cpu")
     text = pipe("Once upon a time, there was a", max_new_tokens=12, do_sample=False)[0]["generated_text"]
     assert text.startswith("Once upon a time, there was a ") and " named " in text
+
+
+@pytest.mark.slow
+def test_gpt2_course_learns_in_context_in_heldout_formats(gpt2, gpt2_tok):
+    def accuracy(model, k):
+        prompts = data.fewshot_prompts(N_FEWSHOT, k, prefix=gpt2_tok.bos_token)  # held-out formats
+        return sum(zoo.causal_probe_correct(model, gpt2_tok, prompts)) / N_FEWSHOT
+
+    zero, four = accuracy(gpt2, 0), accuracy(gpt2, 4)
+    assert zero <= GPT2_MAX_FEWSHOT_0SHOT, f"0-shot accuracy {zero:.2f}"
+    assert four >= GPT2_MIN_FEWSHOT_4SHOT, f"4-shot accuracy {four:.2f}"
+    assert accuracy(_random_like("gpt2-course"), 4) < 0.05
 
 
 @pytest.mark.slow
