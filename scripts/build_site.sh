@@ -1,23 +1,13 @@
 #!/usr/bin/env bash
 # Build the executed site into _build/html (warnings are errors). --fresh drops the
-# execution cache first, so every chapter is executed anew. --jobs N executes the chapters N at a
-# time first (scripts/execute_chapters.py; CI uses 2), the build then reads them from the cache.
+# execution cache first, so every chapter is executed anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/install.sh
 . .venv/bin/activate
 # The offline, seeded world (the inline plot backend among it): the site shows what CI tests.
 set -a; . scripts/offline.env; set +a
-fresh=0; jobs=1
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --fresh) fresh=1 ;;
-    --jobs) jobs="$2"; shift ;;
-    *) echo "build_site.sh: unknown argument $1 (use --fresh, --jobs N)" >&2; exit 2 ;;
-  esac
-  shift
-done
-if [ "$fresh" = 1 ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi
+if [ "${1:-}" = "--fresh" ]; then rm -rf _build/.jupyter_cache _build/jupyter_execute; fi
 # jupyter-cache keys an execution on the notebook's code only. Key it on the installed versions
 # too: after a library upgrade every chapter re-executes instead of serving outputs computed
 # with the old versions (scripts/environment_key.py: a hash of Python's and every distribution's version).
@@ -27,7 +17,6 @@ if [ -d _build/.jupyter_cache ] && [ "$(cat _build/.jupyter_cache.environment 2>
   rm -rf _build/.jupyter_cache _build/jupyter_execute
 fi
 [ -x scripts/prepare_static.sh ] && bash scripts/prepare_static.sh
-if [ "$jobs" -gt 1 ]; then python scripts/execute_chapters.py --jobs "$jobs"; fi
 jupyter-book build . -W -n --keep-going
 echo "$env_key" > _build/.jupyter_cache.environment
 echo "Site built: open $PWD/_build/html/index.html"

@@ -44,7 +44,7 @@ stage "book build (-W -n, fresh execution of every chapter)"
 # The one execution of the chapters: a cell that raises fails the build (nb_execution_raise_on_error).
 # nbval would execute every chapter a second time only to compare the cells marked
 # NBVAL_CHECK_OUTPUT; tests/site/test_executed_chapters.py makes that comparison on this execution.
-bash scripts/build_site.sh --fresh --jobs 2   # two chapters at a time (scripts/execute_chapters.py)
+bash scripts/build_site.sh --fresh
 
 stage "executed chapters (nbval's comparison) and the site in headless Chromium"
 run_pytest -q -m browser tests/site
