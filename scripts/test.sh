@@ -51,9 +51,7 @@ run_pytest -q -m browser tests/site
 stage "online path (every chapter against a stand-in hub, network closed)"
 # What Colab runs: COURSE_OFFLINE=0, every hub name resolved from tiny stand-ins of the same
 # classes (tests/online/standin_hub.py), and the install the chapters' first cell does.
-# Two at a time (pytest-xdist): a chapter's kernel leaves a core idle much of the time (Python,
-# tokenizing, plotting), and the chapters share nothing but the read-only zoo cache.
-run_pytest -q -n 2 -m online tests/online
+run_pytest -q -m online tests/online
 
 stage ""
 echo "=== total: $(( $(date +%s) - T0 )) s"
