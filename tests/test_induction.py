@@ -133,10 +133,12 @@ def test_gpt2_course_has_an_induction_head(measured):
     assert prefix.median() < 0.2  # most heads are not induction heads
 
 
-@pytest.mark.slow
-@ICL_OPEN
-def test_removing_the_induction_head_breaks_in_context_learning(gpt2, tok, measured):
+@pytest.fixture(scope="module")
+def ablated(gpt2, tok):
+    """Four-shot accuracy (chapter 4's 480 held-out-format prompts) intact, with each head removed
+    in turn, and intact again afterwards (the model must be whole once the ablation ends)."""
     prompts = data.fewshot_prompts(480, 4, prefix=tok.bos_token)
+
     def acc() -> float:
         return sum(zoo.causal_probe_correct(gpt2, tok, prompts)) / len(prompts)
 
@@ -146,29 +148,30 @@ def test_removing_the_induction_head_breaks_in_context_learning(gpt2, tok, measu
         for head in range(gpt2.config.n_head):
             with induction.ablate_heads(gpt2, [(layer, head)]):
                 accs[layer, head] = acc()
-    best = measured["best"]
-    assert intact - accs[best] > MIN_ABLATION_DROP, f"{intact:.2f} -> {accs[best]:.2f}"
-    assert accs[best] == min(accs.values())  # no other single head matters as much
-    assert acc() == intact  # the model is whole again
+    return dict(prompts=prompts, intact=intact, accs=accs, after=acc())
 
 
 @pytest.mark.slow
-def test_gpt2_course_needs_a_previous_token_head_and_an_answer_reading_head(gpt2, tok):
+def test_the_model_is_whole_after_the_ablations(ablated):
+    assert ablated["after"] == ablated["intact"]
+
+
+@pytest.mark.slow
+@ICL_OPEN
+def test_removing_the_induction_head_breaks_in_context_learning(ablated, measured):
+    intact, accs, best = ablated["intact"], ablated["accs"], measured["best"]
+    assert intact - accs[best] > MIN_ABLATION_DROP, f"{intact:.2f} -> {accs[best]:.2f}"
+    assert accs[best] == min(accs.values())  # no other single head matters as much
+
+
+@pytest.mark.slow
+def test_gpt2_course_needs_a_previous_token_head_and_an_answer_reading_head(gpt2, tok, ablated):
     # What chapter 4 finds by ablation: without one head the 4-shot accuracy falls to about the
     # 0-shot level; from where the answer is due, that head looks at the query, the next at the answers.
-    prompts = data.fewshot_prompts(480, 4, prefix=tok.bos_token)
-    def acc() -> float:
-        return sum(zoo.causal_probe_correct(gpt2, tok, prompts)) / len(prompts)
-
-    intact = acc()
-    drops = {}
-    for layer in range(gpt2.config.n_layer):
-        for head in range(gpt2.config.n_head):
-            with induction.ablate_heads(gpt2, [(layer, head)]):
-                drops[layer, head] = intact - acc()
+    drops = {head: ablated["intact"] - acc for head, acc in ablated["accs"].items()}
     first, second = sorted(drops, key=drops.get, reverse=True)[:2]
     assert drops[first] > MIN_NEEDED_HEAD_DROP, drops
-    share = induction.attention_by_role(gpt2, tok, prompts[:200])
+    share = induction.attention_by_role(gpt2, tok, ablated["prompts"][:200])
     assert share[first][induction.ROLES.index("query")] > MIN_ROLE_SHARE, share[first]
     assert share[second][induction.ROLES.index("answer")] > MIN_ROLE_SHARE, share[second]
 
