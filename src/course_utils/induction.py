@@ -86,11 +86,20 @@ def prefix_matching_scores(attn: torch.Tensor, length: int) -> torch.Tensor:
 def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
     """What each head writes into the residual stream: ``(L, nh, B, T, C)`` (its slice of the
     attention output times its rows of ``c_proj``; the bias belongs to no head)."""
+    return _heads_and_final_residual(model, ids)[0]
+
+
+@torch.no_grad()
+def _heads_and_final_residual(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: :func:`head_outputs` ``(L, nh, B, T, C)`` and the residual stream after
+    the last block, before ``ln_f``, ``(B, T, C)``."""
     cfg = model.config
     nh, hs = cfg.n_head, cfg.n_embd // cfg.n_head
     seen: list[torch.Tensor] = []
+    final: list[torch.Tensor] = []
     hooks = [blk.attn.c_proj.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
              for blk in model.transformer.h]
+    hooks.append(model.transformer.ln_f.register_forward_pre_hook(lambda mod, args: final.append(args[0])))
     try:
         model(ids.to(model.device))
     finally:
@@ -101,7 +110,7 @@ def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
         B, T, _ = z.shape
         w = blk.attn.c_proj.weight.view(nh, hs, -1)     # Conv1D: (C_in, C_out) -> (nh, hs, C)
         outs.append(torch.einsum("bthd,hdc->hbtc", z.view(B, T, nh, hs), w))  # (nh, B, T, C)
-    return torch.stack(outs).float().cpu()              # (L, nh, B, T, C)
+    return torch.stack(outs).float().cpu(), final[0].float()   # (L, nh, B, T, C), (B, T, C)
 
 
 @torch.no_grad()
@@ -110,10 +119,9 @@ def copying_scores(model, ids: torch.Tensor, length: int, pool: Sequence[int]) -
     token first among ``pool`` on the second copy (direct logit attribution; the final layer
     norm's scale is taken from the full forward pass). Chance is ``1 / len(pool)``."""
     R = length
-    out = head_outputs(model, ids)                                      # (L, nh, B, T, C)
+    out, final = _heads_and_final_residual(model, ids)  # (L, nh, B, T, C); (B, T, C) before ln_f
     ln = model.transformer.ln_f
     # ln_f(x) = (x - mean) / std * w + b is linear in x once std is fixed: apply it to each head.
-    final = _final_residual(model, ids)                                  # (B, T, C) before ln_f
     std = (final.var(-1, keepdim=True, unbiased=False) + ln.eps).sqrt().cpu()  # (B, T, 1)
     pool_t = torch.tensor(list(pool))
     w_u = model.get_output_embeddings().weight[pool_t].float().cpu()      # (P, C)
@@ -124,18 +132,6 @@ def copying_scores(model, ids: torch.Tensor, length: int, pool: Sequence[int]) -
     where = (target[..., None] == pool_t).float().argmax(-1)             # index of the target in pool
     best = logits[:, :, :, q].argmax(-1)                                 # (L, nh, B, R-1)
     return (best == where).float().mean(dim=(2, 3))                     # (L, nh)
-
-
-@torch.no_grad()
-def _final_residual(model, ids: torch.Tensor) -> torch.Tensor:
-    """The residual stream after the last block, before ``ln_f``: ``(B, T, C)``."""
-    seen: list[torch.Tensor] = []
-    hook = model.transformer.ln_f.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
-    try:
-        model(ids.to(model.device))
-    finally:
-        hook.remove()
-    return seen[0].float()
 
 
 @contextlib.contextmanager
