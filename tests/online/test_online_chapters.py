@@ -48,7 +48,7 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: same code with other numbers. At full size, Chapter 4's sampling and few-shot loops and Chapter 7's
 #: nine position-scheme models took 300 of this run's 560 s (measured with per-cell timings).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
-    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 24", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
+    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
                     ("N_PROMPTS = 480", "N_PROMPTS = 24")],
     # nine small models trained from scratch on the generated corpus (no hub model involved)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
