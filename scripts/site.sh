@@ -55,7 +55,8 @@ trap 'rm -f "$LOG"' EXIT
 bash scripts/build_site.sh "$@" 2>&1 | tee "$LOG"
 # The build executes the chapters (myst-nb logs each execution); split its time in two.
 build_s=$(( $(date +%s) - stage_start ))
-exec_s=$(grep -o "Executed notebook in [0-9.]* seconds" "$LOG" | awk '{s += $4} END {printf "%d", s}')
+# (|| true: with nothing executed grep finds no line, and pipefail would end the script here)
+exec_s=$({ grep -o "Executed notebook in [0-9.]* seconds" "$LOG" || true; } | awk '{s += $4} END {printf "%d", s}')
 executed=$(grep -c "Executed notebook in" "$LOG" || true)
 cached=$(grep -c "Using cached notebook" "$LOG" || true)
 STAGE=""
