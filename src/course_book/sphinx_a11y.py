@@ -11,7 +11,10 @@ every page. It
   the colour-mode button's icons carry titles ("Light", "Dark", "System Settings") that
   Font Awesome turns into visible-text SVG titles the button's name "Color mode" lacks (the
   titles go; the button keeps its name and tooltip); and names the sidebar's icon-only
-  expand/collapse toggles (``<summary>``).
+  expand/collapse toggles (``<summary>``);
+* makes the tables a cell printed (pandas) focusable (``tabindex="0"``): one wider than the page
+  scrolls inside its own box, and a keyboard user must be able to reach it to scroll it (axe:
+  scrollable-region-focusable).
 """
 from __future__ import annotations
 
@@ -35,6 +38,15 @@ THEME_FIXES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+#: A pandas table's opening tag (``DataFrame.to_html``: class "dataframe"; a ``Styler``: id "T_...").
+_OUTPUT_TABLE = re.compile(r'<table(?![^>]*\btabindex=)(?=[^>]*(?:class="dataframe"|id="T_))')
+
+
+def focusable_output_tables(html: str) -> str:
+    """Give every pandas table in ``html`` a keyboard tab stop (``tabindex="0"``)."""
+    return _OUTPUT_TABLE.sub('<table tabindex="0"', html)
+
+
 def fix_theme_markup(html: str) -> tuple[str, int]:
     """Apply :data:`THEME_FIXES` to one page; returns the new HTML and how many places changed."""
     count = 0
@@ -46,7 +58,7 @@ def fix_theme_markup(html: str) -> tuple[str, int]:
 
 def _on_page_context(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
     if isinstance(context.get("body"), str):
-        context["body"] = label_selects(context["body"])
+        context["body"] = focusable_output_tables(label_selects(context["body"]))
 
 
 def _on_build_finished(app: Sphinx, exception: Exception | None) -> None:

@@ -1,7 +1,7 @@
 """course_book.sphinx_a11y and viz.label_selects: the fixes for what axe reports (no browser)."""
 from __future__ import annotations
 
-from course_book.sphinx_a11y import fix_theme_markup
+from course_book.sphinx_a11y import fix_theme_markup, focusable_output_tables
 from course_utils.viz import label_selects
 
 SEARCH = ('<button class="btn search-button-field search-button__button pst-js-only" title="Search" '
@@ -47,3 +47,11 @@ def test_bertviz_menus_are_named() -> None:
     assert label_selects(named) == named
     neuron = '<span class="dropdown-label">Head: </span> <select id="att_head">'
     assert label_selects(neuron).endswith('<select id="att_head" aria-label="Head">')
+
+
+def test_pandas_tables_get_a_tab_stop_and_other_tables_do_not() -> None:
+    html = ('<table border="1" class="dataframe">x</table><table id="T_ab12">y</table>'
+            '<table class="docutils align-default">z</table><table tabindex="0" class="dataframe">w</table>')
+    assert focusable_output_tables(html) == (
+        '<table tabindex="0" border="1" class="dataframe">x</table><table tabindex="0" id="T_ab12">y</table>'
+        '<table class="docutils align-default">z</table><table tabindex="0" class="dataframe">w</table>')
