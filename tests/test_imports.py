@@ -134,9 +134,11 @@ print("FAILED:" + ",".join(failed))
 """
 
 
-def _import_each(modules: list[str]) -> subprocess.CompletedProcess:
+def _import_each(modules: list[str], *, path: list[Path] = ()) -> subprocess.CompletedProcess:
+    """Run :data:`_FORK_EACH` on ``modules``, with ``path`` in front of the packages' ``src``."""
     code = _FORK_EACH.format(packages=PACKAGES, modules=modules)
-    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(SRC)),
+    pythonpath = os.pathsep.join(str(p) for p in [*path, SRC])
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=pythonpath),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -150,9 +152,7 @@ def test_each_module_imports_in_a_fresh_interpreter():
 def test_import_each_reports_a_module_that_fails_alone(tmp_path):
     # The check can fail: a module that uses a name only another module's import would define.
     (tmp_path / "leaning.py").write_text("import course_utils.data\nprint(course_utils.zoo)\n")
-    code = _FORK_EACH.format(packages=PACKAGES, modules=["course_utils.data", "leaning"])
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{SRC}"))
+    run = _import_each(["course_utils.data", "leaning"], path=[tmp_path])
     assert run.stdout.strip().endswith("FAILED:leaning"), run.stdout + run.stderr[-2000:]
     assert "has no attribute 'zoo'" in run.stderr
 

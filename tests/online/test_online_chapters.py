@@ -45,12 +45,13 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: in the chapter's code cells. Every cell still runs; only how many samples, seeds and prompts a
 #: measurement loop draws changes. Against random stand-ins those measurements mean nothing, and
 #: the book build (scripts/test.sh) already executes every chapter at its full sizes offline -- the
-#: same code with other numbers. At full size, Chapter 4's sampling and few-shot loops and Chapter 7's
-#: nine position-scheme models took 300 of this run's 560 s (measured with per-cell timings).
+#: same code with other numbers. Per-cell timings of this run showed where its 560 s went: Chapter 4's
+#: sampling and few-shot loops (Chapter 4 alone: 54 s at these sizes) and Chapter 7's fifteen
+#: position-scheme models (83 s at full size).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
     "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
                     ("N_PROMPTS = 480", "N_PROMPTS = 24")],
-    # nine small models trained from scratch on the generated corpus (no hub model involved)
+    # fifteen tiny models (5 schemes x 3 seeds) trained from scratch on the generated corpus (no hub model)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
                                                 "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
 }
