@@ -50,7 +50,10 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: position-scheme models (83 s at full size).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
     "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
-                    ("N_PROMPTS = 480", "N_PROMPTS = 24")],
+                    ("N_PROMPTS = 480", "N_PROMPTS = 24"),
+                    # the toy model that grows an induction head (2,000 steps): a few steps, every cell runs
+                    ("T_TOY, N_STEPS, LR, EVAL_EVERY = 64, 2000, 3e-4, 100",
+                     "T_TOY, N_STEPS, LR, EVAL_EVERY = 64, 20, 3e-4, 10")],
     # fifteen tiny models (5 schemes x 3 seeds) trained from scratch on the generated corpus (no hub model)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
                                                 "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
