@@ -46,8 +46,8 @@ _ = chapter_budget()"""
 def statement_source(stem: str, uses_zoo: bool) -> str:
     """The Markdown of the budget line for chapter ``stem`` (e.g. ``04_sampling``)."""
     text = ("**Budget.** When this page was built, the whole chapter ran in {glue:text}`budget_minutes` min "
-            "on {glue:text}`budget_cpus` CPU cores, with a peak memory of {glue:text}`budget_peak_gb` GB "
-            "(measured by the last cell). " + GPU_NOTES.get(stem, DEFAULT_GPU_NOTE))
+            "on {glue:text}`budget_cpus` CPU cores with {glue:text}`budget_threads`, with a peak memory of "
+            "{glue:text}`budget_peak_gb` GB (measured by the last cell). " + GPU_NOTES.get(stem, DEFAULT_GPU_NOTE))
     return text + (" " + ZOO_NOTE if uses_zoo else "")
 
 

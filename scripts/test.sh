@@ -37,8 +37,17 @@ stage "lint and types (ruff, mypy)"
 ruff check src tests scripts .ci
 mypy
 
+stage "zoo training (parallel lanes)"
+# The two zoo models the tests and chapters load, trained side by side, one torch thread each
+# (scripts/execute_chapters.py says why); every later stage finds them in COURSE_CACHE.
+python scripts/execute_chapters.py --zoo-only
+
+# Two pytest processes (pytest-xdist), one torch thread each, for the same reason: the tests'
+# models are small, and a second thread adds little to one of them. --dist loadfile keeps a test
+# file's module fixtures (a trained toy model, a graded class) in one process.
+LANES=$(python -c 'import os; print(min(os.cpu_count() or 1, 4))')
 stage "unit tests"
-run_pytest -q -m "not browser and not online" tests
+OMP_NUM_THREADS=1 run_pytest -q -n "$LANES" --dist loadfile -m "not browser and not online" tests
 
 stage "book build (-W -n, fresh execution of every chapter)"
 # The one execution of the chapters: a cell that raises fails the build (nb_execution_raise_on_error).
@@ -51,7 +60,8 @@ run_pytest -q -m browser tests/site
 stage "online path (every chapter against a stand-in hub, network closed)"
 # What Colab runs: COURSE_OFFLINE=0, every hub name resolved from tiny stand-ins of the same
 # classes (tests/online/standin_hub.py), and the install the chapters' first cell does.
-run_pytest -q -m online tests/online
+# (--dist load: each chapter is one test, and the chapters spread over the processes.)
+OMP_NUM_THREADS=1 run_pytest -q -n "$LANES" --dist load -m online tests/online
 
 stage ""
 echo "=== total: $(( $(date +%s) - T0 )) s"

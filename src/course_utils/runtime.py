@@ -232,7 +232,8 @@ def chapter_budget(glue: bool = True) -> Budget:
     """Measure the chapter's run (since :func:`banner`) and glue it for the budget line.
 
     Glued names (``{glue:text}`budget_minutes:.1f```, ...): ``budget_minutes``,
-    ``budget_peak_gb``, ``budget_device``, ``budget_cpus``. Prints one line. Outside a
+    ``budget_peak_gb``, ``budget_device``, ``budget_cpus``, ``budget_threads`` (e.g. "1 torch thread").
+    Prints one line. Outside a
     Jupyter Book build (e.g. Colab without myst-nb) it only prints.
     """
     if _started is None:
@@ -251,4 +252,5 @@ def chapter_budget(glue: bool = True) -> Budget:
         _glue("budget_peak_gb", round(budget.peak_rss_gb, 1), display=False)
         _glue("budget_device", budget.device, display=False)
         _glue("budget_cpus", budget.cpus, display=False)
+        _glue("budget_threads", f"{budget.threads} torch thread{'s' if budget.threads != 1 else ''}", display=False)
     return budget
