@@ -28,13 +28,16 @@ Exit status 1 if any task failed; its traceback is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,12 +104,22 @@ def run_worker(notebook: Path, output: Path) -> int:
 
     nb = nbformat.read(str(notebook), as_version=4)
     result = single_nb_execution(nb, cwd=str(notebook.parent), timeout=TIMEOUT_S, allow_errors=False,
-                                 meta_override=True, record_timing=True)  # cell timings: where a chapter's time goes
+                                 meta_override=True, record_timing=True)
     if result.err is not None:
         print(result.exc_string, file=sys.stderr)
         return 1
+    # Where the time went (nbclient's timestamps), then drop them: jupyter-cache hashes cell metadata,
+    # and myst-nb looks notebooks up by the hash of the committed cells, which have none.
+    cells = []
+    for i, cell in enumerate(result.nb.cells):
+        timing = cell.metadata.pop("execution", None)
+        if timing and "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            cells.append((round((end - start).total_seconds(), 1), i))
     nbformat.write(result.nb, str(output))
     output.with_suffix(".seconds").write_text(f"{result.time:.3f}")
+    output.with_suffix(".cells.json").write_text(json.dumps(sorted(cells, reverse=True)[:3]))
     return 0
 
 
@@ -129,7 +142,7 @@ def make_tasks(notebooks: list[Path], cache, tmp: Path, all_zoo: bool) -> list[T
     needed: set[str] = set()
     for nb_path in notebooks:
         nb = nbformat.read(str(nb_path), as_version=4)
-        rel = str(nb_path.relative_to(REPO))
+        rel = str(nb_path.relative_to(REPO)) if nb_path.is_relative_to(REPO) else str(nb_path)
         try:
             cache.match_cache_notebook(nb)
             print(f"  {rel}: in the cache (same code), not executed")
@@ -158,6 +171,11 @@ def store(cache, task: Task) -> None:
     record = cache.add_nb_to_project(str(task.notebook))
     cache.cache_notebook_bundle(CacheBundleIn(executed, record.uri, data={"execution_seconds": seconds}),
                                 check_validity=False, overwrite=True)
+    try:  # the build must find it: matched by the hash of the notebook as committed
+        cache.match_cache_notebook(nbformat.read(str(task.notebook), as_version=4))
+    except KeyError:
+        raise RuntimeError(f"{task.name}: its execution was stored under another hash than the notebook's; "
+                           "the build would execute it again (did the worker change cell metadata?)") from None
 
 
 def main() -> int:
@@ -180,7 +198,7 @@ def main() -> int:
     notebooks = [] if args.zoo_only else ([p.resolve() for p in args.notebooks] or toc_notebooks())
     for p in notebooks:
         if not p.exists() or p.suffix != ".ipynb":
-            parser.error(f"{p} is not a notebook (.ipynb) in this repository")
+            parser.error(f"{p} is not a notebook (.ipynb)")
     cache = get_cache(str(args.cache))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="course-exec-") as tmp_name:
@@ -192,45 +210,58 @@ def main() -> int:
         running: dict[subprocess.Popen, Task] = {}
         done: list[Task] = []
         failed: set[str] = set()
-        while pending or running:
-            finished = {t.name for t in done if t.ok}
-            # Start what may start: a task whose zoo models are trained; skip one whose model failed.
-            for task in list(pending):
-                if len(running) >= args.jobs:
+        try:
+            while pending or running:
+                finished = {t.name for t in done if t.ok}
+                # Start what may start: a task whose zoo models are trained; skip one whose model failed.
+                for task in list(pending):
+                    if len(running) >= args.jobs:
+                        break
+                    if task.needs & failed:
+                        pending.remove(task)
+                        task.ok = False
+                        failed.add(task.name)
+                        print(f"  {task.name}: not run ({', '.join(sorted(task.needs & failed))} failed)", flush=True)
+                        continue
+                    if task.needs <= finished:
+                        pending.remove(task)
+                        task.log = tmp / (task.name.replace("/", "_").replace(":", "_") + ".log")
+                        task.start = time.perf_counter()
+                        proc = subprocess.Popen(task.command, cwd=REPO, env=env, stdout=task.log.open("w"),
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+                        running[proc] = task
+                if not running and pending:  # everything left waits on something that can never finish
+                    for task in pending:
+                        print(f"  {task.name}: not run (needs {', '.join(sorted(task.needs))})", flush=True)
+                        failed.add(task.name)
                     break
-                if task.needs & failed:
-                    pending.remove(task)
-                    task.ok = False
-                    failed.add(task.name)
-                    print(f"  {task.name}: not run ({', '.join(sorted(task.needs & failed))} failed)", flush=True)
-                    continue
-                if task.needs <= finished:
-                    pending.remove(task)
-                    task.log = tmp / (task.name.replace("/", "_").replace(":", "_") + ".log")
-                    task.start = time.perf_counter()
-                    proc = subprocess.Popen(task.command, cwd=REPO, env=env, stdout=task.log.open("w"),
-                                            stderr=subprocess.STDOUT)
-                    running[proc] = task
-            if not running and pending:  # everything left waits on something that can never finish
-                for task in pending:
-                    print(f"  {task.name}: not run (needs {', '.join(sorted(task.needs))})", flush=True)
-                    failed.add(task.name)
-                break
-            time.sleep(0.5)
-            for proc in [p for p in running if p.poll() is not None]:
-                task = running.pop(proc)
-                task.seconds = time.perf_counter() - task.start
-                task.ok = proc.returncode == 0
-                if task.ok and task.notebook is not None:
-                    store(cache, task)
-                if not task.ok:
-                    failed.add(task.name)
-                    print(f"  {task.name}: FAILED after {task.seconds:.0f} s; its output:\n"
-                          + task.log.read_text()[-6000:], flush=True)
-                else:
-                    what = "trained" if task.notebook is None else "executed"
-                    print(f"  {task.name}: {what} in {task.seconds:.0f} s", flush=True)
-                done.append(task)
+                time.sleep(0.5)
+                for proc in [p for p in running if p.poll() is not None]:
+                    task = running.pop(proc)
+                    task.seconds = time.perf_counter() - task.start
+                    task.ok = proc.returncode == 0
+                    if task.ok and task.notebook is not None:
+                        try:
+                            store(cache, task)
+                        except RuntimeError as err:
+                            task.ok = False
+                            task.log.write_text(str(err))
+                    if not task.ok:
+                        failed.add(task.name)
+                        print(f"  {task.name}: FAILED after {task.seconds:.0f} s; its output:\n"
+                              + task.log.read_text()[-6000:], flush=True)
+                    else:
+                        what = "trained" if task.notebook is None else "executed"
+                        slow = ""
+                        if task.output is not None and task.output.with_suffix(".cells.json").exists():
+                            top = json.loads(task.output.with_suffix(".cells.json").read_text())
+                            slow = " (slowest cells: " + ", ".join(f"#{i} {t:.0f} s" for t, i in top) + ")"
+                        print(f"  {task.name}: {what} in {task.seconds:.0f} s{slow}", flush=True)
+                    done.append(task)
+        finally:  # interrupted (Ctrl-C) or failed here: stop the lanes and their kernels too
+            for proc in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
     wall = time.perf_counter() - t0
     zoo_s = sum(t.seconds for t in done if t.notebook is None)
     nb_s = sum(t.seconds for t in done if t.notebook is not None)

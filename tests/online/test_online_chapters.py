@@ -49,7 +49,7 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: sampling and few-shot loops (Chapter 4 alone: 54 s at these sizes) and Chapter 7's fifteen
 #: position-scheme models (83 s at full size).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
-    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 50, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
+    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
                     ("N_PROMPTS = 480", "N_PROMPTS = 24"),
                     # the toy model that grows an induction head (2,000 steps): a few steps, every cell runs
                     ("T_TOY, N_STEPS, LR, EVAL_EVERY = 64, 2000, 3e-4, 100",
