@@ -65,7 +65,7 @@ def test_the_budget_line_renders_the_glued_numbers(tmp_path: Path) -> None:
                             str(tmp_path / "_build")], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (tmp_path / "_build" / "tiny.html").read_text()))
-    m = re.search(r"the whole chapter ran in ([0-9.]+) min on (\d+) CPU cores with (\d+) torch threads?, "
+    m = re.search(r"the whole chapter ran in ([0-9.]+) min on (\d+) CPU cores with (\d+) torch threads? ?, "
                   r"with a peak memory of ([0-9.]+) GB", text)
     assert m, text[:2000]
     assert float(m.group(1)) >= 0 and int(m.group(2)) >= 1 and int(m.group(3)) >= 1 and float(m.group(4)) > 0

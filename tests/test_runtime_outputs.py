@@ -55,4 +55,4 @@ def test_a_headless_kernel_shows_a_clean_page() -> None:
     assert outputs[1][0].text.strip() == "False"
     assert outputs[2] == [] and outputs[3] == [] and outputs[4] == []
     glued = [o for o in outputs[5] if o.output_type == "display_data"]
-    assert len(glued) == 4 and outputs[5][0].text.startswith("This run: ")
+    assert len(glued) == 5 and outputs[5][0].text.startswith("This run: ")  # minutes, GB, device, cores, threads
