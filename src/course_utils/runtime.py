@@ -228,6 +228,10 @@ def peak_rss_gb() -> float:
     return peak * factor / 1e9
 
 
+def _threads(n: int) -> str:
+    return f"{n} torch thread{'s' if n != 1 else ''}"
+
+
 def chapter_budget(glue: bool = True) -> Budget:
     """Measure the chapter's run (since :func:`banner`) and glue it for the budget line.
 
@@ -242,7 +246,7 @@ def chapter_budget(glue: bool = True) -> Budget:
     budget = Budget(seconds=time.perf_counter() - _started, peak_rss_gb=peak_rss_gb(),
                     device=str(get_device()), threads=torch.get_num_threads(), cpus=os.cpu_count() or 1)
     print(f"This run: {budget.minutes:.1f} min, peak memory {budget.peak_rss_gb:.1f} GB "
-          f"({budget.device}, {budget.cpus} CPU cores, {budget.threads} torch threads).")
+          f"({budget.device}, {budget.cpus} CPU cores, {_threads(budget.threads)}).")
     if glue:
         try:
             from myst_nb import glue as _glue
@@ -252,5 +256,5 @@ def chapter_budget(glue: bool = True) -> Budget:
         _glue("budget_peak_gb", round(budget.peak_rss_gb, 1), display=False)
         _glue("budget_device", budget.device, display=False)
         _glue("budget_cpus", budget.cpus, display=False)
-        _glue("budget_threads", f"{budget.threads} torch thread{'s' if budget.threads != 1 else ''}", display=False)
+        _glue("budget_threads", _threads(budget.threads), display=False)
     return budget
