@@ -47,7 +47,7 @@ python scripts/execute_chapters.py --zoo-only
 # file's module fixtures (a trained toy model, a graded class) in one process.
 LANES=$(python -c 'import os; print(min(os.cpu_count() or 1, 4))')
 stage "unit tests"
-OMP_NUM_THREADS=1 run_pytest -q -n "$LANES" --dist loadfile -m "not browser and not online" tests
+OMP_NUM_THREADS=1 run_pytest -q -n "$LANES" --dist loadfile --durations=8 -m "not browser and not online" tests
 
 stage "book build (-W -n, fresh execution of every chapter)"
 # The one execution of the chapters: a cell that raises fails the build (nb_execution_raise_on_error).
