@@ -20,7 +20,7 @@ fi
 # Train the zoo and execute the notebooks in parallel lanes of one torch thread each, into the
 # build's execution cache (scripts/execute_chapters.py says why); the build below then finds every
 # chapter there and only renders. COURSE_JOBS=1: one lane, torch on every core.
-python scripts/execute_chapters.py --jobs "${COURSE_JOBS:-$(python -c 'import os; print(min(os.cpu_count() or 1, 4))')}"
+python scripts/execute_chapters.py
 jupyter-book build . -W -n --keep-going
 echo "$env_key" > _build/.jupyter_cache.environment
 echo "Site built: open $PWD/_build/html/index.html"

@@ -65,23 +65,11 @@ class Task:
 
 
 def toc_notebooks() -> list[Path]:
-    """The notebooks of ``_toc.yml``, in book order."""
-    import yaml
+    """The notebooks of ``_toc.yml``, in book order (tests/site/sitecheck.py reads the table of contents)."""
+    sys.path.insert(0, str(REPO / "tests" / "site"))
+    import sitecheck
 
-    files: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(yaml.safe_load((REPO / "_toc.yml").read_text()))
-    return [REPO / f"{f}.ipynb" for f in files if (REPO / f"{f}.ipynb").exists()]
+    return [REPO / f"{c}.ipynb" for c in sitecheck.chapter_notebooks(REPO)]
 
 
 def lane_env(jobs: int) -> dict[str, str]:
@@ -118,8 +106,8 @@ def run_worker(notebook: Path, output: Path) -> int:
                           for k in ("iopub.execute_input", "shell.execute_reply"))
             cells.append((round((end - start).total_seconds(), 1), i))
     nbformat.write(result.nb, str(output))
-    output.with_suffix(".seconds").write_text(f"{result.time:.3f}")
-    output.with_suffix(".cells.json").write_text(json.dumps(sorted(cells, reverse=True)[:3]))
+    output.with_suffix(".json").write_text(json.dumps({"seconds": result.time,
+                                                       "slowest": sorted(cells, reverse=True)[:3]}))
     return 0
 
 
@@ -149,8 +137,8 @@ def make_tasks(notebooks: list[Path], cache, tmp: Path, all_zoo: bool) -> list[T
             continue
         except KeyError:
             pass
-        text = nb_path.read_text()
-        needs = {f"zoo:{n}" for n in names if f'"{n}"' in text or f"'{n}'" in text or f'\\"{n}\\"' in text}
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        needs = {f"zoo:{n}" for n in names if f'"{n}"' in code or f"'{n}'" in code}
         needed |= needs
         out = tmp / (nb_path.stem + ".executed.ipynb")
         tasks.append(Task(rel, [sys.executable, __file__, "--worker", str(nb_path), str(out)], needs,
@@ -167,7 +155,7 @@ def store(cache, task: Task) -> None:
     from jupyter_cache.base import CacheBundleIn
 
     executed = nbformat.read(str(task.output), as_version=4)
-    seconds = float(task.output.with_suffix(".seconds").read_text())
+    seconds = json.loads(task.output.with_suffix(".json").read_text())["seconds"]
     record = cache.add_nb_to_project(str(task.notebook))
     cache.cache_notebook_bundle(CacheBundleIn(executed, record.uri, data={"execution_seconds": seconds}),
                                 check_validity=False, overwrite=True)
@@ -181,8 +169,9 @@ def store(cache, task: Task) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of _toc.yml")
-    parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
-                        help="parallel lanes (default: one per core, at most 4); 1: torch on every core")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("COURSE_JOBS") or min(os.cpu_count() or 1, 4)),
+                        help="parallel lanes (default: $COURSE_JOBS, else one per core, at most 4); "
+                             "1: torch on every core")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="jupyter-cache folder of the build")
     parser.add_argument("--zoo-only", action="store_true",
                         help="train the zoo's models (in parallel lanes), execute nothing")
@@ -253,8 +242,8 @@ def main() -> int:
                     else:
                         what = "trained" if task.notebook is None else "executed"
                         slow = ""
-                        if task.output is not None and task.output.with_suffix(".cells.json").exists():
-                            top = json.loads(task.output.with_suffix(".cells.json").read_text())
+                        if task.output is not None:
+                            top = json.loads(task.output.with_suffix(".json").read_text())["slowest"]
                             slow = " (slowest cells: " + ", ".join(f"#{i} {t:.0f} s" for t, i in top) + ")"
                         print(f"  {task.name}: {what} in {task.seconds:.0f} s{slow}", flush=True)
                     done.append(task)
