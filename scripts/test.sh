@@ -31,29 +31,39 @@ set -a; . scripts/offline.env; set +a
 export COURSE_EXERCISES_STRICT=1   # a failing check in the book (a wrong solution) fails the run
 export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains once per run, shared below
 
-stage "lint and types (ruff, mypy)"
+stage "lint (ruff)"
 # Fast, and first: a lint failure should not wait for ten minutes of tests. The rules and the
 # reasons for them are in pyproject.toml ([tool.ruff], [tool.mypy]).
 ruff check src tests scripts .ci
-mypy
 
-stage "zoo training (parallel lanes)"
-# The two zoo models the tests and chapters load, trained side by side, one torch thread each
-# (scripts/execute_chapters.py says why); every later stage finds them in COURSE_CACHE.
-python scripts/execute_chapters.py --zoo-only
+stage "zoo training and execution of every chapter (parallel lanes), types (mypy) beside them"
+# The book's one execution, first: the zoo's two models and then the 13 notebooks in parallel lanes,
+# one torch thread each (scripts/execute_chapters.py says why), into the build's jupyter-cache. In one
+# stage, not a zoo stage and a later build stage, so no core idles while the last zoo model trains
+# (a notebook that needs no zoo model fills it). A cell that raises fails the run. mypy (one process,
+# about a minute on one core) runs beside the lanes instead of before them, for the same reason.
+MYPY_LOG=$(mktemp)
+mypy > "$MYPY_LOG" 2>&1 &
+MYPY_PID=$!
+trap 'kill "$MYPY_PID" 2>/dev/null || true; rm -f "$MYPY_LOG"' EXIT
+bash scripts/build_site.sh --fresh --execute-only
+set +e; wait "$MYPY_PID"; mypy_rc=$?; set -e
+echo "--- mypy:"; cat "$MYPY_LOG"
+if [ "$mypy_rc" -ne 0 ]; then echo "mypy failed (its output is above)" >&2; exit 1; fi
 
 # Two pytest processes (pytest-xdist), one torch thread each, for the same reason: the tests'
 # models are small, and a second thread adds little to one of them. --dist loadfile keeps a test
-# file's module fixtures (a trained toy model, a graded class) in one process.
+# file's module fixtures (a trained toy model, a graded class) in one process. The zoo is trained
+# (COURSE_CACHE, above).
 LANES=$(python -c 'import os; print(min(os.cpu_count() or 1, 4))')
 stage "unit tests"
 OMP_NUM_THREADS=1 run_pytest -q -n "$LANES" --dist loadfile --durations=8 -m "not browser and not online" tests
 
-stage "book build (-W -n, fresh execution of every chapter)"
-# The one execution of the chapters: a cell that raises fails the build (nb_execution_raise_on_error).
-# nbval would execute every chapter a second time only to compare the cells marked
+stage "book build (-W -n, rendering the execution above)"
+# Every chapter is in the cache from the stage above, so the build only renders; warnings are
+# errors. nbval would execute every chapter a second time only to compare the cells marked
 # NBVAL_CHECK_OUTPUT; tests/site/test_executed_chapters.py makes that comparison on this execution.
-bash scripts/build_site.sh --fresh
+bash scripts/build_site.sh
 
 stage "executed chapters (nbval's comparison) and the site in headless Chromium"
 run_pytest -q -m browser tests/site

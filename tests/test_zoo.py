@@ -319,7 +319,7 @@ def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
     cu = "course_utils."
     # the corpus, its tables, the loop, the schedule, the packing: in
     for needed in ["data.generate_corpus", "data._story", "data.COUNTRIES", "training.train", "training.lr_at",
-                   "training.param_groups", "batching.pack", "batching.pack_ids", "zoo._Restricted", "zoo._build"]:
+                   "training.param_groups", "batching.pack", "batching.pack_ids", "zoo._CompactGPT2", "zoo._build"]:
         assert cu + needed in gpt2, needed
     for needed in ["data.generate_corpus", "mlm.train_mlm", "mlm.mask_tokens", "mlm.replace_selected",
                    "mlm.mlm_loss", "zoo._mask_words", "batching.pack_ids", "training.lr_at"]:
@@ -448,6 +448,56 @@ def test_lr_schedule_and_param_groups():
     n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters())  # the tied lm_head counted once
     assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_compact_training_is_full_vocabulary_training_bit_for_bit():
+    # gpt2-course trains a model over the ~1,000 ids its corpus uses (zoo._CompactGPT2) instead of
+    # the full 50,257-id one with the softmax over those rows. The weights must be the same, bit
+    # for bit: here the full model is trained the direct way (its loss a gather of the used rows of
+    # the tied matrix), from the same initial weights and batches, and compared after expand().
+    from course_utils import batching, training
+
+    s = zoo.spec("gpt2-course", **{**TINY, "steps": 12, "warmup": 3})
+    tok = load_tokenizer("gpt2")
+    blocks = batching.pack(data.generate_corpus(2_000, 0)["train"], tok, s.block_size + 1)  # (N, T+1)
+    used = torch.unique(torch.cat([blocks.flatten(), torch.tensor(tok.all_special_ids)]))
+    compact = zoo._CompactGPT2(zoo._build(s, tok), s, used)
+    assert compact.model.config.vocab_size == len(used) < 2_000 and compact.full.config.vocab_size == 50257
+
+    full = zoo._build(s, tok)
+    k = s.n_embd - 1
+    with torch.no_grad():
+        full.transformer.ln_f.weight[k], full.transformer.ln_f.bias[k] = 0.0, 1.0
+    keep = torch.ones(s.n_embd)
+    keep[k] = 0.0
+    full.transformer.ln_f.weight.register_hook(lambda g: g * keep)
+    full.transformer.ln_f.bias.register_hook(lambda g: g * keep)
+    local = torch.full((50257,), -100, dtype=torch.long)
+    local[used] = torch.arange(len(used))
+
+    def full_loss(block):
+        h = full.transformer(input_ids=block[:, :-1]).last_hidden_state              # (B, T, C)
+        logits = h @ full.transformer.wte.weight[used].T                              # (B, T, U)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), local[block[:, 1:]].flatten())
+
+    batches = [blocks[torch.randint(len(blocks), (s.batch_size,), generator=torch.Generator().manual_seed(i))]
+               for i in range(s.steps)]
+    h_full = training.train(full, lambda i: full_loss(batches[i]), steps=s.steps, lr=s.lr, warmup=s.warmup,
+                            progress=False)
+    h_compact = training.train(compact.model, lambda i: compact.loss(compact.renumber(batches[i])), steps=s.steps,
+                               lr=s.lr, warmup=s.warmup, progress=False)
+    assert h_full.train_loss == h_compact.train_loss
+    trained = compact.expand()
+    expected = full.state_dict()
+    unused = torch.ones(50257, dtype=torch.bool)
+    unused[used] = False
+    with torch.no_grad():  # what finalising the full model does: unused ids get a large negative logit
+        expected["transformer.wte.weight"][unused] = 0.0
+        expected["transformer.wte.weight"][unused, k] = zoo.UNUSED_LOGIT
+    got = trained.state_dict()
+    assert set(got) == set(expected)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
 
 
 def test_train_loop_learns_and_rejects_nan():

@@ -16,9 +16,11 @@ by a hash of the training config and of the code that trains it, and reused afte
 damaged cache is detected (checksums) and rebuilt with a message. :func:`card` returns the
 model's card: parameters, tokens seen, wall time, device, losses, baselines and loss curve.
 
-Why it is fast on a CPU: the corpus uses well under a thousand distinct token ids, so training
+Why it is fast on a CPU: the corpus uses about a thousand distinct token ids, so training
 computes the output softmax over those rows of the (tied) embedding matrix instead of all
-50,257 / 30,522. The saved model still has the full real vocabulary; the ids the corpus never
+50,257 / 30,522 (GPT-2 trains a model whose vocabulary is just those rows, then writes them into
+the full matrix: the same weights, bit for bit, without the full matrix's gradient and AdamW
+update at every step). The saved model still has the full real vocabulary; the ids the corpus never
 uses are made harmless by a large negative output logit (BERT: its ``cls.predictions.bias``,
 set before training, so the model is a full-vocabulary one at every step; GPT-2, which has no
 output bias: one hidden channel that ``ln_f`` pins to 1, so that embedding column acts as a
@@ -412,40 +414,61 @@ def _mask_words(x: torch.Tensor, words: torch.Tensor, entity: torch.Tensor, sent
     return inputs, chosen
 
 
-class _Restricted:
-    """GPT-2's loss over the vocabulary rows the corpus uses (a gather of the tied output matrix).
-    (BERT's is an option of Chapter 5's :func:`course_utils.mlm.mlm_loss`.)"""
+class _CompactGPT2:
+    """``gpt2-course`` trained over the vocabulary rows its corpus uses, then written back.
 
-    def __init__(self, model, s: ZooSpec, used: torch.Tensor, vocab_size: int):
-        self.model, self.s, self.used = model, s, used
-        self.local = torch.full((vocab_size,), -100, dtype=torch.long)
-        self.local[used] = torch.arange(len(used))
-        if s.arch == "gpt2":
-            # Pin one channel of ln_f's output to 1, so that embedding column is an output bias.
-            ln = model.transformer.ln_f
-            k = s.n_embd - 1
-            with torch.no_grad():
-                ln.weight[k], ln.bias[k] = 0.0, 1.0
-            keep = torch.ones(s.n_embd, device=ln.weight.device)
-            keep[k] = 0.0
-            ln.weight.register_hook(lambda g: g * keep)
-            ln.bias.register_hook(lambda g: g * keep)
+    The model that trains is a ``GPT2LMHeadModel`` whose vocabulary is just the ``used`` ids (about
+    a thousand): the same initial weights as the full-vocabulary ``full`` (its rows ``used`` of the
+    tied embedding), inputs and targets renumbered ``0 .. U-1``. Its loss is the full model's
+    loss with the softmax over ``used``, bit for bit (``tests/test_zoo.py`` checks it): the other
+    rows would get a zero gradient, whose AdamW update is zero, and whose weight decay
+    :meth:`expand` overwrites anyway. What it saves is the 50,257-row embedding's gradient,
+    clipping and AdamW update at every step (a fifth of a step's time on one thread).
+    """
 
-    def gpt2_loss(self, block: torch.Tensor) -> torch.Tensor:
+    def __init__(self, full, s: ZooSpec, used: torch.Tensor):
+        from transformers import GPT2LMHeadModel
+
+        self.full, self.s, self.used = full, s, used.to(full.device)
+        self.local = torch.full((full.config.vocab_size,), -100, dtype=torch.long, device=full.device)
+        self.local[self.used] = torch.arange(len(used), device=full.device)  # GPT-2 id -> compact id
+        config = full.config.to_dict()
+        config["vocab_size"] = len(used)
+        self.model = GPT2LMHeadModel(type(full.config).from_dict(config)).to(full.device)
+        weights = dict(full.state_dict())
+        weights["transformer.wte.weight"] = weights["lm_head.weight"] = weights["transformer.wte.weight"][self.used]
+        self.model.load_state_dict(weights)
+        # Pin one channel of ln_f's output to 1, so that embedding column is an output bias.
+        ln = self.model.transformer.ln_f
+        k = s.n_embd - 1
+        with torch.no_grad():
+            ln.weight[k], ln.bias[k] = 0.0, 1.0
+        keep = torch.ones(s.n_embd, device=ln.weight.device)
+        keep[k] = 0.0
+        ln.weight.register_hook(lambda g: g * keep)
+        ln.bias.register_hook(lambda g: g * keep)
+
+    def renumber(self, blocks: torch.Tensor) -> torch.Tensor:
+        """GPT-2 ids -> compact ids (every id of ``blocks`` must be one of ``used``)."""
+        return self.local[blocks.to(self.local.device)]
+
+    def loss(self, block: torch.Tensor) -> torch.Tensor:
+        """Next-token loss of a renumbered block (B, T+1), over the ``used`` ids."""
         x, y = block[:, :-1], block[:, 1:]                                # (B, T)
         h = self.model.transformer(input_ids=x).last_hidden_state        # (B, T, C)
-        w = self.model.transformer.wte.weight[self.used]                 # (U, C)
-        logits = h @ w.T                                                 # (B, T, U)
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), self.local[y].flatten())
+        logits = h @ self.model.transformer.wte.weight.T                 # (B, T, U)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
 
-    def finalise(self) -> None:
-        """Make the ids the corpus never uses harmless: a large negative output logit."""
-        unused = torch.ones_like(self.local, dtype=torch.bool)
-        unused[self.used] = False
-        with torch.no_grad():
-            wte = self.model.transformer.wte.weight
-            wte[unused] = 0.0
-            wte[unused, self.s.n_embd - 1] = UNUSED_LOGIT  # times the pinned channel (= 1)
+    def expand(self):
+        """The trained weights in ``full``; the ids the corpus never uses made harmless (a large
+        negative output logit, through the pinned channel)."""
+        weights = dict(self.model.state_dict())
+        wte = torch.zeros_like(self.full.transformer.wte.weight)          # (V, C)
+        wte[:, self.s.n_embd - 1] = UNUSED_LOGIT                          # times the pinned channel (= 1)
+        wte[self.used] = weights["transformer.wte.weight"]
+        weights["transformer.wte.weight"] = weights["lm_head.weight"] = wte
+        self.full.load_state_dict(weights)
+        return self.full
 
 
 def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
@@ -605,25 +628,23 @@ def _fit(name: str, s: ZooSpec, tok, device: torch.device, progress: bool) -> di
     val_blocks = _blocks(corpus["validation"], tok, s)[:64]
     used = torch.unique(torch.cat([train_blocks.flatten(), val_blocks.flatten(),
                                    torch.tensor(tok.all_special_ids)]))
-    model = _build(s, tok).to(device)
-    restricted = _Restricted(model, s, used.to(device), len(tok))
-    restricted.local = restricted.local.to(device)
+    compact = _CompactGPT2(_build(s, tok).to(device), s, used)
+    train_local, val_local = compact.renumber(train_blocks), compact.renumber(val_blocks)
     gen = torch.Generator().manual_seed(s.seed)
 
     def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(train_blocks), (s.batch_size,), generator=gen)
-        return restricted.gpt2_loss(train_blocks[idx].to(device))
+        return compact.loss(train_local[idx.to(train_local.device)])
 
-    def val_fn() -> float:  # the restricted loss on fixed validation batches (cheap, during training)
-        losses = [float(restricted.gpt2_loss(val_blocks[i:i + s.batch_size].to(device)))
-                  for i in range(0, len(val_blocks), s.batch_size)]
+    def val_fn() -> float:  # the loss over the used ids on fixed validation batches (cheap, during training)
+        losses = [float(compact.loss(val_local[i:i + s.batch_size]))
+                  for i in range(0, len(val_local), s.batch_size)]
         return sum(losses) / len(losses)
 
-    hist = _training.train(model, loss_fn, steps=s.steps, lr=s.lr, warmup=s.warmup,
+    hist = _training.train(compact.model, loss_fn, steps=s.steps, lr=s.lr, warmup=s.warmup,
                            weight_decay=s.weight_decay, eval_fn=val_fn, eval_every=s.eval_every,
                            desc=f"training {name}", progress=progress)
-    restricted.finalise()
-    model.eval()
+    model = compact.expand().eval()
     val_full = eval_loss(model, val_blocks, s, tok)
     unigram = unigram_loss(train_blocks, val_blocks[:, 1:], len(tok))
     return {"model": model.cpu(), "hist": hist, "val_loss": val_full, "unigram": unigram,
