@@ -20,7 +20,7 @@ skipped. The parent process is the cache's only writer.
     python scripts/execute_chapters.py                    # every notebook of _toc.yml
     python scripts/execute_chapters.py --jobs 1           # one lane, torch on every core
     python scripts/execute_chapters.py chapters/04_sampling.ipynb
-    python scripts/execute_chapters.py --zoo-only           # only train the zoo (scripts/test.sh, before the tests)
+    python scripts/execute_chapters.py --zoo-only         # only train the zoo (e.g. before the unit tests alone)
 
 Prints one line per task and a summary (per-lane busy time, the zoo's and the notebooks' share).
 Exit status 1 if any task failed; its traceback is printed.
