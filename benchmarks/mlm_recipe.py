@@ -1,29 +1,36 @@
-"""Time to a loss that means the model uses context: the seed MLM recipe against Chapter 5's.
+"""Time to a loss that means the model uses context, on real prose: the seed MLM recipe against Chapter 5's.
 
     python benchmarks/mlm_recipe.py                       # seed capped at 60 min, then the ablation
     python benchmarks/mlm_recipe.py --cap-minutes 20      # a shorter cap (the ratio is then a lower bound)
-    python benchmarks/mlm_recipe.py --quick               # smoke test (about a minute): tiny caps, 1 repeat
+    python benchmarks/mlm_recipe.py --quick               # smoke test: a tenth of the text, tiny caps, 1 seed
     python benchmarks/mlm_recipe.py --device cuda         # the same table on a GPU
 
-* **Target**: the unigram loss of the training text on Chapter 5's fixed validation set (the same
-  texts and masks for every run, softmax over all 30,522 ids), minus 1 nat. A model below it
-  predicts masked words from their context, not from word frequencies alone.
+* **Data**: real public-domain prose (:func:`course_utils.corpus.load_books`: 17 Gutenberg books and
+  233 State of the Union addresses, split by document), the text the zoo's ``bert-course`` learns.
+* **Target**: the unigram loss of the training text on Chapter 5's fixed validation set
+  (:func:`course_utils.mlm.prose_validation_set`: the same texts and masks for every run, softmax
+  over all 30,522 ids), minus 0.5 nat. A model below it predicts masked words from their context,
+  not from word frequencies alone.
 * **Seed recipe** (the ``Trainer``, seed config, padding to 128, lr 5e-5, batch 32): trains until
   it reaches the target or ``--cap-minutes`` of training (default 60 on a CPU). If it never gets
-  there, its time is only known to exceed the cap, and the ratio below is a lower bound.
-* **Ablation**: Chapter 5's loop (:func:`course_utils.mlm.train_mlm`), each row adding one change,
-  from the seed's settings to the recipe that trains the zoo's ``bert-course`` (the chapter's
-  model). Each row trains until the target or ``--row-cap-seconds``; a row that reaches the target
-  is repeated ``--repeats`` times (seeds 0, 1, 2, ...) and reports the median and the range of the
-  time to target; a row whose first run does not reach it within the cap is not repeated.
-  Tokens/s counts real (non-padding) tokens per training second; MFU divides the useful FLOPs
-  per second (:func:`course_utils.mlm.flops_per_token`) by one peak per precision
-  (:func:`course_utils.mlm.peak_flops`).
-* ``ratio`` = seed time / the efficient recipe's median time to target.
+  there, its time is only known to exceed the cap: ``ratio`` is then a lower bound, and
+  ``ratio_estimate`` extrapolates the seed's curve to the target
+  (:func:`course_utils.mlm.extrapolate_time_to_target`, a log-time line with a 90 % interval,
+  ``ratio_estimate_interval``): an estimate, labelled so.
+* **Ablation**: Chapter 5's loop (:func:`course_utils.mlm.train_mlm`). The base row is the recipe
+  that trains ``bert-course``; every other row is one change from that base (one thing undone, or
+  one thing added), so each change's own effect shows. Each row trains until the target or
+  ``--row-cap-seconds``; a row that reaches the target runs ``--repeats`` times (seeds 0, 1, 2,
+  ...; at least 3 for a measurement) and reports the median and the range; a row whose first run
+  does not reach it within the cap is not repeated. Tokens/s counts real (non-padding) tokens per
+  training second; MFU divides the useful FLOPs per second (:func:`course_utils.mlm.flops_per_token`)
+  by one peak per precision (:func:`course_utils.mlm.peak_flops`).
+* ``ratio`` = seed time / the base row's median time to target.
 
 The clock counts training only (evaluation excluded); the thread count is fixed (``--threads``).
-Results go to ``--json`` (default ``benchmarks/results/mlm_recipe.json``, which Chapter 5 reads),
-with the machine and its load average, which say how quiet the machine was.
+Results go to ``--json`` (default ``benchmarks/results/mlm_recipe_prose.json``, which Chapter 5
+reads), with the machine and its load average, which say how quiet the machine was.
+(``benchmarks/results/mlm_recipe.json`` is the earlier run on the course's generated corpus.)
 """
 from __future__ import annotations
 
@@ -41,10 +48,12 @@ from typing import Any
 
 import torch
 
-from course_utils import data, mlm, zoo
+from course_utils import corpus, mlm, zoo
 from course_utils.assets import load_tokenizer
 
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "mlm_recipe.json"
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "mlm_recipe_prose.json"
+NATS_BELOW_UNIGRAM = 0.5
+BASE = "Chapter 5's recipe (bert-course)"
 
 
 @dataclass(frozen=True)
@@ -52,51 +61,52 @@ class Row:
     """One setting of Chapter 5's loop (the fields the ablation changes)."""
 
     layers: int = 2
-    dropout: float = 0.1
-    block: int = 128
-    packed: bool = False
+    dropout: float = 0.0
+    packed: bool = True             #: False: the seed's lines, padded to 128
     batch_size: int = 32
-    lr: float = 5e-5
-    schedule: bool = False          #: False: constant lr (the seed's, in effect); True: warm-up + cosine
-    sparse: bool = False            #: the MLM head only at masked positions
-    restricted: bool = False        #: softmax over the corpus's ids only
-    entity: bool = False            #: the zoo's entity + whole-word masking
+    lr: float = 2e-3
+    schedule: bool = True           #: False: constant lr; True: warm-up + cosine
+    sparse: bool = True             #: the MLM head only at masked positions
+    restricted: bool = False        #: softmax over the training text's ids only (the others pinned at -30)
+    whole_word: bool = False        #: whole-word masking (all pieces of a chosen word)
     bf16: bool = False
 
 
-def ablation(device: torch.device) -> list[tuple[str, Row]]:
-    """Cumulative rows from the seed's settings (in Chapter 5's loop) to ``bert-course``'s recipe,
-    then bf16 autocast where the hardware computes in bf16."""
+def base_row() -> Row:
     s = zoo.spec("bert-course")
-    rows = [("seed settings in our loop (padded to 128, lr 5e-5, batch 32)", Row())]
+    return Row(layers=s.n_layer, lr=s.lr, batch_size=s.batch_size)
 
-    def add(name: str, **change: Any) -> None:
-        rows.append((name, replace(rows[-1][1], **change)))
 
-    add("+ packed 128-token blocks", packed=True)
-    add("+ MLM head at masked positions only", sparse=True)
-    add("+ softmax over the corpus's token ids only", restricted=True)
-    add(f"+ lr {s.lr:g}, warm-up {s.warmup}, cosine decay", lr=s.lr, schedule=True)
-    add(f"+ {s.block_size}-token blocks", block=s.block_size)
-    add(f"+ {s.n_layer} layers", layers=s.n_layer)
-    add("+ no dropout", dropout=0.0)
-    add("+ entity and whole-word masking (bert-course's recipe)", entity=True)
+def ablation(device: torch.device) -> list[tuple[str, Row]]:
+    """The base (``bert-course``'s recipe), then single changes from it."""
+    base = base_row()
+    rows = [(BASE, base)]
+
+    def one(name: str, **change: Any) -> None:
+        rows.append((name, replace(base, **change)))
+
+    one("- packing (lines padded to 128, as the seed)", packed=False)
+    one("- sparse head (head at every position)", sparse=False)
+    one("- warm-up and cosine (constant lr)", schedule=False)
+    one("- lr 2e-3 (the seed's 5e-5)", lr=5e-5)
+    one("+ dropout 0.1 (the seed's)", dropout=0.1)
+    one("+ softmax over the training text's ids only", restricted=True)
+    one("+ whole-word masking", whole_word=True)
+    one("+ 4 layers", layers=4)
     bf16_ok = (torch.cuda.is_bf16_supported() if device.type == "cuda"
                else bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
     if bf16_ok:
-        add("+ bf16 autocast", bf16=True)
+        one("+ bf16 autocast", bf16=True)
     return rows
-
-
-EFFICIENT = "+ entity and whole-word masking (bert-course's recipe)"
 
 
 @dataclass
 class Prepared:
-    """Everything the runs share: tokenizer, corpus, validation set, data layouts."""
+    """Everything the runs share: tokenizer, text, validation set, data layouts."""
 
     tok: Any
-    corpus: Any
+    train: list[str]
+    source: str
     val: mlm.ValidationSet
     unigram: float
     target: float
@@ -104,18 +114,40 @@ class Prepared:
     layouts: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(n_words: int) -> Prepared:
+def prepare(quick: bool) -> Prepared:
     tok = load_tokenizer("bert-base-uncased")
-    corpus = data.generate_corpus(n_words, 0)
-    val = mlm.make_validation_set(tok, corpus["validation"])
-    unigram = mlm.unigram_loss(tok, corpus["train"], val)
-    s = zoo.spec("bert-course", corpus_words=n_words)
-    b64, words, entity, sents = zoo._bert_blocks(corpus["train"], tok, s)
-    packed128 = mlm.packed_blocks(tok, corpus["train"], 128)
-    padded = mlm.padded_lines(tok, corpus["train"], 128)
-    vocab = torch.unique(torch.cat([packed128.input_ids.flatten(), torch.tensor(tok.all_special_ids)]))
-    return Prepared(tok, corpus, val, unigram, unigram - 1.0, vocab,
-                    {"padded": padded, "packed128": packed128, "packed64": (b64, words, entity, sents)})
+    books = corpus.load_books()
+    train = corpus.spread(books["train"], 3000) if quick else books["train"]
+    val = mlm.prose_validation_set(tok, books)
+    unigram = mlm.unigram_loss(tok, train, val)
+    packed = mlm.packed_blocks(tok, train, 128)
+    padded = mlm.padded_lines(tok, train, 128)
+    vocab = torch.unique(torch.cat([packed.input_ids.flatten(), torch.tensor(tok.all_special_ids)]))
+    # Whole-word masking: where a token continues the word before it ("##" pieces).
+    pieces = torch.tensor([t.startswith("##") for t in tok.convert_ids_to_tokens(list(range(len(tok))))])
+    source = books.source + (" (--quick: 3,000 training passages)" if quick else "")
+    return Prepared(tok, list(train), source, val, unigram, unigram - NATS_BELOW_UNIGRAM, vocab,
+                    {"padded": padded, "packed": packed, "continues": pieces[packed.input_ids]})
+
+
+def whole_word_masker(blocks: torch.Tensor, continues: torch.Tensor, tok: Any, p: float = 0.15):
+    """BERT's masking with one draw per word: a word's pieces are chosen (and replaced 80/10/10)
+    together. ``continues``: (N, T), True where a token continues the word before it."""
+    special = torch.tensor(tok.all_special_ids)
+
+    def masker(rows: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, cont = blocks[rows], continues[rows]                                    # (B, T)
+        B, T = x.shape
+        pos = torch.arange(T).expand(B, T)
+        first = torch.where(cont, torch.zeros_like(pos), pos).cummax(1).values    # (B, T): the word's 1st piece
+        u = torch.rand(x.shape, generator=gen).gather(1, first)                   # one draw per word
+        selected = (u < p) & ~torch.isin(x, special)
+        inputs = mlm.replace_selected(x, selected, u, mask_id=tok.mask_token_id,
+                                      random_ids=torch.randint(len(tok), x.shape, generator=gen),
+                                      mask_below=0.8 * p, random_below=0.9 * p)
+        return inputs, x.masked_fill(~selected, mlm.IGNORE)
+
+    return masker
 
 
 def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: torch.device,
@@ -129,19 +161,10 @@ def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: tor
     if not row.packed:
         blocks, attention = p.layouts["padded"].input_ids, p.layouts["padded"].attention_mask
         real_per_row = float(attention.sum()) / len(attention)
-    elif row.block == 128:
-        blocks, real_per_row = p.layouts["packed128"].input_ids, 128.0
     else:
-        blocks, words, entity, sents = p.layouts["packed64"]
-        real_per_row = float(blocks.size(1))
-        if row.entity:
-            special = torch.tensor(tok.all_special_ids)
-            spec = zoo.spec("bert-course")
-
-            def masker(rows: torch.Tensor, gen: torch.Generator):
-                x = blocks[rows]
-                inputs, chosen = zoo._mask_words(x, words[rows], entity[rows], sents[rows], tok, spec, gen, special)
-                return inputs, x.masked_fill(~chosen, mlm.IGNORE)
+        blocks, real_per_row = p.layouts["packed"].input_ids, 128.0
+        if row.whole_word:
+            masker = whole_word_masker(blocks, p.layouts["continues"], tok)
     result = mlm.RunResult("", target=p.target, settings={"seed": seed})
     last = {"eval_at": -math.inf}
 
@@ -201,18 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs (seeds) of each ablation row that reaches the target")
     p.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: all cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--no-ablation", action="store_true", help="only the seed and the efficient recipe")
+    p.add_argument("--no-ablation", action="store_true", help="only the seed and the base row (Chapter 5's recipe)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 0.3-minute cap, 30-s rows, 1 repeat, small corpus; writes to a temporary file")
+                   help="smoke test: 0.3-minute cap, 30-s rows, 1 repeat, a tenth of the text; writes to a temporary file")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = device.type == "cuda"
-    n_words = zoo.spec("bert-course").corpus_words
     if args.quick:
         args.cap_minutes = args.cap_minutes or 0.3
         args.row_cap_seconds = args.row_cap_seconds or 30.0
-        args.repeats, n_words = 1, 100_000
+        args.repeats = 1
         if args.json == DEFAULT_JSON:  # a smoke test must not overwrite the real measurement
             args.json = Path(tempfile.gettempdir()) / "mlm_recipe_quick.json"
     cap_minutes = args.cap_minutes if args.cap_minutes is not None else (20.0 if on_gpu else 60.0)
@@ -224,16 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     cap = cap_minutes * 60.0
     t_start, load_start = time.time(), _load()
 
-    prep = prepare(n_words)
+    prep = prepare(args.quick)
+    n_words = sum(len(t.split()) for t in prep.train)
     print(f"Machine: {mlm.machine_description()}; device {device}; load average {load_start}")
-    print(f"Data: {prep.corpus.source}, {n_words:,} training words; validation: {prep.val.n_texts} texts, "
+    print(f"Data: {prep.source}, {n_words:,} training words; validation: {prep.val.n_texts} texts, "
           f"{prep.val.n_masked:,} masked tokens (fixed), softmax over {len(prep.tok):,} ids")
     print(f"Unigram loss {prep.unigram:.3f} -> target {prep.target:.3f} nats "
           f"(uniform {math.log(len(prep.tok)):.3f})", flush=True)
 
     # 1. The seed recipe, until the target or the cap.
     with tempfile.TemporaryDirectory() as out:
-        _, seed = mlm.train_seed_recipe(prep.tok, prep.corpus["train"], prep.val, budget_seconds=cap,
+        _, seed = mlm.train_seed_recipe(prep.tok, prep.train, prep.val, budget_seconds=cap,
                                         eval_every_seconds=max(2.0, cap / 60), output_dir=out, target=prep.target)
     seed_time = seed.time_to_target if seed.time_to_target is not None else seed.train_seconds
     lower_bound = seed.time_to_target is None
@@ -244,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. The ablation in Chapter 5's loop.
     rows = ablation(device)
     if args.no_ablation:
-        rows = [r for r in rows if r[0] == EFFICIENT]
+        rows = [r for r in rows if r[0] == BASE]
     peaks = {b: mlm.peak_flops(device, b) for b in (False, True)}
     results = []
     for name, row in rows:
@@ -274,9 +297,20 @@ def main(argv: list[str] | None = None) -> int:
             ttt = f"> {row_cap:.0f} s (loss {entry['loss_at_stop']:.2f} at the cap)"
         print(f"{name}: time to target {ttt}, {tps:,.0f} tokens/s, MFU {entry['mfu']:.2%}", flush=True)
 
-    eff = next(r for r in results if r["name"] == EFFICIENT)
+    eff = next(r for r in results if r["name"] == BASE)
     eff_time = eff["time_to_target_median"]
     ratio = seed_time / eff_time if eff_time else None
+    # Where the seed stopped above the target: an estimate of its time, from its own curve.
+    estimate = interval = None
+    if lower_bound and eff_time and len(seed.curve) >= 3:
+        fit = mlm.extrapolate_time_to_target([pt.seconds for pt in seed.curve],
+                                             [pt.val_loss for pt in seed.curve], prep.target)
+        if fit is not None:
+            seed_estimate, (low, high) = fit
+            estimate = seed_estimate / eff_time
+            interval = [low / eff["time_to_target_max"], high / eff["time_to_target_min"]]
+    elif not lower_bound and ratio is not None:
+        estimate, interval = ratio, [seed_time / eff["time_to_target_max"], seed_time / eff["time_to_target_min"]]
     seed_flops = mlm.flops_per_token(mlm.build_model().config)
     print()
     print(f"{'run':58s} {'time to target':>22s} {'tokens/s':>10s} {'MFU':>7s}")
@@ -293,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     if ratio is not None:
         print(f"Time-to-target ratio (seed / efficient): {'at least ' if lower_bound else ''}{ratio:.0f}x "
               f"(target {prep.target:.3f} nats; seed {seed_ttt}, efficient median {eff_time:.1f} s)")
+        if lower_bound and estimate is not None and interval is not None:
+            print(f"Estimated ratio, extrapolating the seed's curve to the target (an estimate, not a "
+                  f"measurement): {estimate:.0f}x, 90 % interval {interval[0]:.0f}-{interval[1]:.0f}x")
     else:
         print(f"The efficient recipe did not reach the target {prep.target:.3f} within {row_cap:.0f} s.")
 
@@ -301,11 +338,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": load_start, "load_average_at_end": _load(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python benchmarks/mlm_recipe.py", *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick, "corpus": prep.corpus.source, "n_words": n_words,
+        "quick": args.quick, "corpus": prep.source, "n_words": n_words,
         "validation": {"texts": prep.val.n_texts, "masked_tokens": prep.val.n_masked},
         "uniform_loss": math.log(len(prep.tok)), "unigram_loss": prep.unigram, "target": prep.target,
+        "target_nats_below_unigram": NATS_BELOW_UNIGRAM, "base_row": BASE,
         "cap_seconds": cap, "row_cap_seconds": row_cap, "repeats": args.repeats,
-        "ratio": ratio, "ratio_is_lower_bound": lower_bound, "efficient_row": EFFICIENT,
+        "ratio": ratio, "ratio_is_lower_bound": lower_bound, "efficient_row": BASE,
+        "ratio_estimate": estimate, "ratio_estimate_interval": interval,
+        "ratio_estimate_note": "seed time extrapolated to the target: a log-time line fitted to the last "
+                               "points of its curve (mlm.extrapolate_time_to_target), 90 % interval",
         "peak_flops": {("bf16" if b else "fp32"): {"flops": v, "how": how} for b, (v, how) in peaks.items()},
         "seed": {**seed.to_dict(), "flops_per_token": seed_flops,
                  "mfu": seed.tokens_per_second * seed_flops / peaks[False][0]},

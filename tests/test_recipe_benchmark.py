@@ -3,6 +3,8 @@ benchmark writes: the committed run, a missing file, and the 'did not help' rule
 import json
 from pathlib import Path
 
+import pytest
+
 from course_utils.mlm import read_recipe_benchmark
 
 COMMITTED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "mlm_recipe.json"
@@ -48,3 +50,36 @@ def test_a_row_slower_than_the_one_before_did_not_help(tmp_path):
     assert bench.ratio == "at least 45"
     assert bench.table.loc["a", "time to target (s)"] == "> 120 (loss 4.50)"
     assert bench.table.loc["b", "time to target (s)"] == "40.0 [38.0-42.0]"
+
+
+def test_single_change_rows_did_not_help_against_the_base(tmp_path):
+    rows = [_row("base", 100.0, 90.0, 110.0), _row("- packing", None, loss=6.6), _row("+ dropout", 95.0),
+            _row("+ whole words", 80.0, 75.0, 85.0), _row("+ 4 layers", None)]
+    raw = {**_bench(rows, ratio=36.0), "base_row": "base", "target_nats_below_unigram": 0.5,
+           "ratio_estimate": 120.0, "ratio_estimate_interval": [70.0, 260.0]}
+    path = tmp_path / "prose.json"
+    path.write_text(json.dumps(raw))
+    bench = read_recipe_benchmark(path)
+    # additions not faster than the base's fastest run; removals ("- ...") show what a change buys
+    assert bench.did_not_help == ["+ dropout", "+ 4 layers"]
+    assert any("(unigram 4.90 - 0.5)" in line for line in bench.header)
+    assert any("estimated ratio" in line and "120, 90 % interval 70-260" in line for line in bench.header)
+
+
+def test_extrapolation_finds_a_known_crossing():
+    import math
+
+    from course_utils.mlm import extrapolate_time_to_target
+
+    seconds = [60.0 * k for k in range(1, 11)]
+    losses = [9.0 - 0.5 * math.log(t) for t in seconds]  # reaches 5.0 at t = e^8 = 2981 s
+    estimate, (low, high) = extrapolate_time_to_target(seconds, losses, 5.0)
+    assert estimate == pytest.approx(math.exp(8.0), rel=1e-6)
+    assert low <= estimate <= high
+    noisy = [v + 0.02 * (-1) ** k for k, v in enumerate(losses)]
+    fit = extrapolate_time_to_target(seconds, noisy, 5.0)
+    assert fit is not None and fit[1][0] < math.exp(8.0) < fit[1][1] and fit[1][1] / fit[1][0] > 1.2
+    flat = extrapolate_time_to_target(seconds, [7.0 + 0.001 * k for k in range(10)], 5.0)
+    assert flat is None  # a curve that does not fall has no crossing
+    with pytest.raises(ValueError, match="at least 3 points"):
+        extrapolate_time_to_target([1.0, 2.0], [7.0, 6.9], 5.0)

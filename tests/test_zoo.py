@@ -22,8 +22,9 @@ from course_utils.assets import load_tokenizer
 # Thresholds a genuinely trained model passes and a random or undertrained one fails
 # (measured values are in each model's card; see the test ids below for both sides).
 GPT2_MIN_HELDOUT_GREEDY = 0.7     # fraction of held-out fact prompts completed correctly (greedy)
-BERT_MIN_HELDOUT_TOP1 = 0.6       # fraction of held-out fact sentences whose [MASK] is filled top-1
-MAX_LOSS_VS_UNIGRAM = 0.5         # validation loss must be below half the unigram baseline
+MAX_LOSS_VS_UNIGRAM = 0.5         # gpt2-course: validation loss below half the unigram baseline
+BERT_MIN_NATS_BELOW_UNIGRAM = 0.5  # bert-course (real prose): validation loss <= unigram - 0.5 nat
+BERT_MIN_TOP1_VS_UNIGRAM = 2.0    # bert-course: top-1 on held-out test texts >= 2 x the unigram baseline's
 # In-context learning in formats no training document uses (chapter 4 glues the same two numbers)
 GPT2_MAX_FEWSHOT_0SHOT = 0.2      # accuracy with no example: the rule cannot be known
 GPT2_MIN_FEWSHOT_4SHOT = 0.8      # accuracy with four examples
@@ -161,60 +162,56 @@ def test_bert_course_is_a_plain_labelled_checkpoint(bert):
     assert bert.config.vocab_size == 30522
     src = bert.course_asset.source
     assert "course's own small BERT" in src and "not Google's pretrained 'bert-base-uncased'" in src
+    assert "public-domain" in src
     tok = AutoTokenizer.from_pretrained(zoo.path("bert-course"))
     assert tok.convert_tokens_to_ids(["[MASK]", "italy", "rome"]) == [103, 3304, 4199]
     c = zoo.card("bert-course")
     assert c["parameters"] == sum(p.numel() for p in bert.parameters())
-    assert c["final_val_loss"] < MAX_LOSS_VS_UNIGRAM * c["baselines"]["unigram"] < math.log(30522)
+    assert "public-domain prose" in c["corpus"]
 
 
 @pytest.mark.slow
-def test_bert_course_fills_heldout_masks_with_the_right_kind_of_word(bert, bert_tok):
-    def type_accuracy(model):
-        held = data.heldout_probes()
-        items = zoo.masked_probes(bert_tok, held)
-        enc = bert_tok([t for _, t, _ in items], return_tensors="pt", padding=True)
-        with torch.no_grad():
-            logits = model(**enc).logits                                    # (B, T, V)
-        pred = logits[enc["input_ids"] == bert_tok.mask_token_id].argmax(-1).tolist()
-        hits = 0
-        for (i, _, _), p in zip(items, pred):
-            slot = 1 if held[i].answer_slot == "object" else 0
-            kind = {bert_tok.convert_tokens_to_ids(w.lower()) for f in data.FACTS[held[i].relation]
-                    for w in [f[slot]]}
-            hits += p in kind
-        return hits / len(items)
-
-    assert type_accuracy(bert) > 0.9          # a capital where a capital goes, a sound for a sound ...
-    assert type_accuracy(_random_like("bert-course")) < 0.1
+def test_bert_course_uses_context_on_held_out_prose(bert):
+    """The goals of issue 30: validation loss at least half a nat below the unigram baseline, and
+    top-1 on held-out test texts at least twice the unigram baseline's (always the most frequent
+    token), where a random model is at chance."""
+    c = zoo.card("bert-course")
+    assert c["final_val_loss"] <= c["baselines"]["unigram"] - BERT_MIN_NATS_BELOW_UNIGRAM
+    probes = c["probes"]
+    assert probes["test_top1"] >= BERT_MIN_TOP1_VS_UNIGRAM * probes["unigram_top1"], probes
+    assert probes["test_top5"] > probes["test_top1"]
 
 
 @pytest.mark.slow
-def test_bert_course_fills_heldout_masks(bert, bert_tok):
-    # Entity masking (see zoo's module docstring) took this from ~25% (plain 40% random masking)
-    # to ~70% within the same CPU budget.
-    probes = data.heldout_probes()
-    acc = zoo.masked_probe_accuracy(bert, bert_tok, probes)
-    assert acc == pytest.approx(zoo.card("bert-course")["probes"]["heldout_top1"])
-    assert zoo.masked_probe_accuracy(_random_like("bert-course"), bert_tok, probes) < 0.05
-    assert acc >= BERT_MIN_HELDOUT_TOP1, f"held-out top-1 accuracy {acc:.2f}"
-    assert zoo.card("bert-course")["probes"]["seen_top1"] >= acc  # phrasings seen in training: easier
+def test_bert_course_probes_are_the_saved_models(bert, bert_tok):
+    from course_utils import corpus, mlm
+
+    books = corpus.load_books()
+    probes = mlm.probe_set(bert_tok, books)
+    top1, top5 = mlm.masked_accuracy(bert, probes)
+    card = zoo.card("bert-course")["probes"]
+    assert (top1, top5) == (pytest.approx(card["test_top1"]), pytest.approx(card["test_top5"]))
+    assert probes.n_masked == card["masked_tokens"]
+    # The unigram baseline answers "the" (the most frequent token of the training text).
+    counts = mlm.token_counts(bert_tok, books["train"])
+    assert bert_tok.convert_ids_to_tokens(int(counts.argmax())) == "the"
+    assert mlm.unigram_accuracy(counts, probes) == pytest.approx(card["unigram_top1"])
+    random_top1, _ = mlm.masked_accuracy(_random_like("bert-course"), probes)
+    assert random_top1 < 0.01
 
 
 @pytest.mark.slow
 def test_bert_course_card_has_chapter_5s_curve(bert, bert_tok):
     """bert-course is scored during training on Chapter 5's fixed validation set, full softmax."""
-    from course_utils import mlm
+    from course_utils import corpus, mlm
 
     c, s = zoo.card("bert-course"), zoo.spec("bert-course")
     curve = c["curve"]
     assert [p["step"] for p in curve] == list(range(s.eval_every, s.steps + 1, s.eval_every))
     assert all(a["seconds"] < b["seconds"] for a, b in zip(curve, curve[1:]))
-    assert curve[-1]["val_loss"] == c["final_val_loss"] <= c["baselines"]["unigram"] - 1.0
-    assert curve[0]["val_loss"] > curve[-1]["val_loss"] + 1.0
-    assert curve[-1]["heldout_top1"] == pytest.approx(c["probes"]["heldout_top1"])
-    corpus = data.generate_corpus(s.corpus_words, s.seed)
-    val = mlm.make_validation_set(bert_tok, corpus["validation"])
+    assert curve[-1]["val_loss"] == c["final_val_loss"]
+    assert curve[0]["val_loss"] > curve[-1]["val_loss"] + 0.3
+    val = mlm.prose_validation_set(bert_tok, corpus.load_books())
     assert val.n_masked == c["validation"]["masked_tokens"]
     assert mlm.evaluate(bert, val) == pytest.approx(c["final_val_loss"], rel=1e-4)  # the saved model, 30,522 ids
 
@@ -231,7 +228,8 @@ def test_bert_course_is_trained_by_chapter_5s_loop(tmp_cache, monkeypatch):
 
     monkeypatch.setattr(mlm, "train_mlm", spy)
     zoo.path("bert-course", progress=False, **TINY)
-    assert len(calls) == 1 and calls[0]["vocab"] is not None and calls[0]["masker"] is not None
+    # BERT's own masking over the full vocabulary: no restricted softmax
+    assert len(calls) == 1 and calls[0].get("vocab") is None and calls[0]["masker"] is not None
     c = zoo.card("bert-course", **TINY)
     assert c["curve"][-1]["step"] == TINY["steps"] and c["final_val_loss"] == c["curve"][-1]["val_loss"]
 
@@ -241,23 +239,11 @@ def test_bert_course_fill_mask_pipeline(bert):
     from transformers import pipeline
 
     fill = pipeline("fill-mask", model=str(zoo.path("bert-course")), device="cpu")
-    top = fill("The capital of [MASK] is Rome.")
-    countries = {c.lower() for c, *_ in data.COUNTRIES}
+    top = fill("It was the best of times, it was the [MASK] of times.")
     assert len(top) == 5 and [r["score"] for r in top] == sorted((r["score"] for r in top), reverse=True)
-    # Nearly all of the top 5 are countries (the model has learned the slot's type; a capital
-    # that is often seen near its country, e.g. "dhaka", may come in with a few per cent).
-    assert sum(r["token_str"] in countries for r in top) >= 4, top
 
 
-@pytest.mark.slow
-def test_bert_course_fill_mask_pipeline_knows_the_seed_probe(bert):
-    from transformers import pipeline
-
-    fill = pipeline("fill-mask", model=str(zoo.path("bert-course")), device="cpu")
-    assert fill("The capital of [MASK] is Rome.")[0]["token_str"] == "italy"
-
-
-# --- BERT's entity / whole-word masking (fast) ---------------------------------------------------
+# --- the generated corpus's BERT blocks (kept for gpt2-course's cache key; fast) ------------------
 
 def test_bert_blocks_mark_words_fact_slots_and_sentences(bert_tok):
     s = zoo.spec("bert-course", block_size=24)
@@ -273,33 +259,6 @@ def test_bert_blocks_mark_words_fact_slots_and_sentences(bert_tok):
     assert words[0, 6] == words[0, 7] != words[0, 5]  # one word, two pieces
     dot = toks.index(".")
     assert len(set(sents[0, 1:dot + 1].tolist())) == 1 and sents[0, dot + 1] != sents[0, dot]
-
-
-def test_mask_words_masks_one_whole_fact_word_per_sentence(bert_tok):
-    s = zoo.spec("bert-course", block_size=64, mask_prob=0.0, entity_mask_prob=1.0)
-    corpus = data.generate_corpus(3_000, seed=5)
-    x, words, entity, sents = zoo._bert_blocks(corpus["train"], bert_tok, s)
-    special = torch.tensor(bert_tok.all_special_ids)
-    inputs, chosen = zoo._mask_words(x, words, entity, sents, bert_tok, s, torch.Generator().manual_seed(0),
-                                     special)
-    assert not (chosen & ~entity.bool()).any()            # mask_prob 0: only fact words
-    assert not chosen[torch.isin(x, special)].any()
-    for b in range(x.shape[0]):
-        for sid in sents[b].unique().tolist():
-            in_sent = sents[b] == sid
-            n_words = len(words[b][chosen[b] & in_sent].unique())
-            has_fact = bool((entity[b].bool() & in_sent & ~torch.isin(x[b], special)).any())
-            assert n_words == int(has_fact), (b, sid)    # exactly one fact word where there is one
-    for b in range(x.shape[0]):
-        for w in words[b][chosen[b]].unique():
-            assert chosen[b][words[b] == w].all()         # every piece of a chosen word
-    frac = (inputs[chosen] == bert_tok.mask_token_id).float().mean()
-    assert 0.7 < frac < 0.9                               # the 80/10/10 rule, per word
-    # Ordinary words follow mask_prob, whole words at a time.
-    s2 = zoo.spec("bert-course", mask_prob=0.15, entity_mask_prob=1.0)
-    _, chosen2 = zoo._mask_words(x, words, entity, sents, bert_tok, s2, torch.Generator().manual_seed(1), special)
-    other = ~entity.bool() & ~torch.isin(x, special)
-    assert 0.1 < chosen2[other].float().mean() < 0.2
 
 
 # --- the cache: keys, reuse, atomic writes, damage, concurrency (tiny config, temp cache) --------
@@ -321,24 +280,30 @@ def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
     for needed in ["data.generate_corpus", "data._story", "data.COUNTRIES", "training.train", "training.lr_at",
                    "training.param_groups", "batching.pack", "batching.pack_ids", "zoo._CompactGPT2", "zoo._build"]:
         assert cu + needed in gpt2, needed
-    for needed in ["data.generate_corpus", "mlm.train_mlm", "mlm.mask_tokens", "mlm.replace_selected",
-                   "mlm.mlm_loss", "zoo._mask_words", "batching.pack_ids", "training.lr_at"]:
+    for needed in ["corpus.load_books", "corpus.VALIDATION_BOOKS", "corpus.PACKAGES", "mlm.train_mlm",
+                   "mlm.mask_tokens", "mlm.replace_selected", "mlm.mlm_loss", "mlm.packed_blocks",
+                   "batching.pack_ids", "training.lr_at"]:
         assert cu + needed in bert, needed
     # batching helpers the training does not call, the other architecture, probes, prompts: out
     for unused in ["batching.padding_waste", "batching.PaddingReport", "data.fewshot_prompts",
-                   "zoo.masked_probe_correct", "zoo.probe_report", "zoo._train_and_save"]:
+                   "zoo.causal_probe_correct", "zoo.probe_report", "mlm.probe_set", "zoo._train_and_save"]:
         assert cu + unused not in gpt2 | bert, unused
     assert cu + "zoo._fit_bert" not in gpt2 and cu + "training.train" not in bert and cu + "batching.pack" not in bert
+    assert cu + "data.generate_corpus" not in bert and cu + "corpus.load_books" not in gpt2
     # in-context documents make gpt2-course's weights only where its spec mixes them in
     assert cu + "data.generate_incontext" not in _trained_by("gpt2", incontext_fraction=0.0)
     assert cu + "data.generate_incontext" in _trained_by("gpt2", incontext_fraction=0.1)
 
 
 def test_key_changes_with_a_table_of_the_corpus(monkeypatch):
+    from course_utils import corpus
+
     before = zoo.key("gpt2-course"), zoo.key("bert-course")
     monkeypatch.setattr(data, "COUNTRIES", data.COUNTRIES[:-1])
     after = zoo.key("gpt2-course"), zoo.key("bert-course")
-    assert before[0] != after[0] and before[1] != after[1]
+    assert before[0] != after[0] and before[1] == after[1]
+    monkeypatch.setattr(corpus, "VALIDATION_BOOKS", corpus.VALIDATION_BOOKS[:1])
+    assert zoo.key("bert-course") != before[1] and zoo.key("gpt2-course") == after[0]
 
 
 def test_key_is_the_same_in_another_process():
@@ -389,8 +354,9 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_cache, capsys):
     assert "damaged (model.safetensors does not match its checksum)" in out and "Training" in out
     assert model.config.hidden_size == 32
     # Undertrained (3 steps): fails the quality bar that the real zoo model passes.
-    tok = load_tokenizer("bert-base-uncased")
-    assert zoo.masked_probe_accuracy(model, tok, data.heldout_probes()) < BERT_MIN_HELDOUT_TOP1 / 4
+    c = zoo.card("bert-course", **TINY)
+    assert c["final_val_loss"] > c["baselines"]["unigram"]
+    assert c["probes"]["test_top1"] < c["probes"]["unigram_top1"]
     (folder / "manifest.json").unlink()  # e.g. a copy that stopped half-way
     zoo.path("bert-course", progress=False, **TINY)
     assert "manifest.json is missing" in capsys.readouterr().out

@@ -301,7 +301,7 @@ def padded_lines(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LEN
 
 def packed_blocks(tokenizer: Any, texts: Sequence[str], block_size: int = MAX_LENGTH) -> Blocks:
     """:func:`pack_blocks` of the non-empty ``texts`` (tokenised without special tokens)."""
-    ids = tokenizer([t for t in texts if t.strip()], add_special_tokens=False)["input_ids"]
+    ids = tokenizer([t for t in texts if t.strip()], add_special_tokens=False, verbose=False)["input_ids"]
     blocks = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)   # (N, T)
     return Blocks(blocks, torch.ones_like(blocks))
 
@@ -333,7 +333,7 @@ class Waste:
 
 def measure_waste(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH) -> Waste:
     """Padding, empty lines and truncation of padding every line to ``max_length``."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
     kept = [min(n, max_length) for n in lengths]
     return Waste(lines=len(texts), empty_lines=sum(1 for t in texts if not t.strip()),
                  real_tokens=sum(kept), positions=len(texts) * max_length,
@@ -356,10 +356,11 @@ class ValidationSet:
 
 def make_validation_set(tokenizer: Any, texts: Sequence[str], *, max_texts: int = 400,
                         max_length: int = VAL_MAX_LENGTH, batch_size: int = 64,
-                        seed: int = 1234) -> ValidationSet:
+                        seed: int = 1234, mask_only: bool = False) -> ValidationSet:
     """The first ``max_texts`` non-empty held-out texts, each ``[CLS] text [SEP]`` cut to
     ``max_length`` tokens, sorted by length, dynamically padded and masked once (:func:`mask_tokens`,
-    seeded): every model is scored on the same tokens and masks."""
+    seeded): every model is scored on the same tokens and masks. ``mask_only``: every selected
+    position becomes [MASK] (a fill-in-the-blank probe) instead of BERT's 80/10/10."""
     texts = [t for t in texts if t.strip()][:max_texts]
     if not texts:
         raise ValueError("make_validation_set needs at least one non-empty text")
@@ -371,9 +372,29 @@ def make_validation_set(tokenizer: Any, texts: Sequence[str], *, max_texts: int 
         x, att = pad_batch(ids[i:i + batch_size], tokenizer.pad_token_id)                # (B, T)
         inputs, labels = mask_tokens(x, mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
                                      special_ids=tokenizer.all_special_ids, generator=gen)
+        if mask_only:
+            inputs = x.masked_fill(labels != IGNORE, tokenizer.mask_token_id)
         batches.append((inputs, att, labels))
         n_masked += int((labels != IGNORE).sum())
     return ValidationSet(batches, len(texts), n_masked)
+
+
+def prose_validation_set(tokenizer: Any, books: Any, max_length: int = VAL_MAX_LENGTH) -> ValidationSet:
+    """Chapter 5's fixed validation set on real prose: 400 passages of at least 8 words spread
+    evenly over the validation books and addresses (:func:`course_utils.corpus.spread`), cut to
+    64 tokens, masked once (seed 1234). The zoo's ``bert-course`` is scored on it while it trains."""
+    from .corpus import spread
+
+    return make_validation_set(tokenizer, spread(books["validation"], 400, min_words=8), max_length=max_length)
+
+
+def probe_set(tokenizer: Any, books: Any) -> ValidationSet:
+    """Chapter 5's probes: 400 passages of the *test* books and addresses (never trained on, never
+    used to choose anything), 15 % of their tokens replaced by [MASK] (seed 4321)."""
+    from .corpus import spread
+
+    return make_validation_set(tokenizer, spread(books["test"], 400, min_words=8), seed=4321,
+                               mask_only=True)
 
 
 def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:
@@ -389,16 +410,50 @@ def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:
     return total / max(count, 1)
 
 
+def token_counts(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
+    """How often each of the tokenizer's ids occurs in ``texts`` (no special tokens): ``(V,)``."""
+    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
+    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
+        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=len(tokenizer)).double()
+    return counts
+
+
 def unigram_loss(tokenizer: Any, train_texts: Sequence[str], val: ValidationSet) -> float:
     """The loss on ``val``'s masked tokens of a model that ignores the context and predicts the
     training text's token frequencies (add-one smoothed over the vocabulary): the line a model
     must go below to show that it uses context."""
-    counts = torch.ones(len(tokenizer), dtype=torch.float64)
-    for ids in tokenizer(list(train_texts), add_special_tokens=False)["input_ids"]:
-        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=len(tokenizer)).double()
+    counts = token_counts(tokenizer, train_texts) + 1
     logp = (counts / counts.sum()).log()
     labels = torch.cat([lab[lab != IGNORE] for _, _, lab in val.batches])
     return float(-logp[labels].mean())
+
+
+def unigram_accuracy(counts: torch.Tensor, val: ValidationSet) -> float:
+    """Top-1 accuracy at ``val``'s masked positions of the unigram model: it always answers the
+    most frequent token of the training text (``counts``: :func:`token_counts`)."""
+    labels = torch.cat([lab[lab != IGNORE] for _, _, lab in val.batches])
+    return float((labels == int(counts.argmax())).double().mean())
+
+
+def masked_predictions(model: BertForMaskedLM, val: ValidationSet, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` likeliest ids (full vocabulary) at every masked position of ``val``, in the
+    order of the batches, and the right ids: ``(M, k)`` and ``(M,)``."""
+    device = next(model.parameters()).device
+    tops, labels = [], []
+    with evaluation_mode(model):
+        for ids, att, lab in val.batches:
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits  # (B, T, V)
+            keep = lab != IGNORE                                                      # (B, T)
+            tops.append(logits[keep.to(device)].topk(k, dim=-1).indices.cpu())        # (M_b, k)
+            labels.append(lab[keep])
+    return torch.cat(tops), torch.cat(labels)
+
+
+def masked_accuracy(model: BertForMaskedLM, val: ValidationSet, k: int = 5) -> tuple[float, float]:
+    """Top-1 and top-``k`` accuracy of ``model`` at ``val``'s masked positions (full vocabulary)."""
+    top, labels = masked_predictions(model, val, k)
+    hits = top == labels.unsqueeze(1)                                                 # (M, k)
+    return float(hits[:, 0].double().mean()), float(hits.any(1).double().mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,6 +742,40 @@ def cached_seed_run(tokenizer: Any, train_texts: Sequence[str], val: ValidationS
     return model, RunResult.from_dict(json.loads((final / "run.json").read_text()))
 
 
+def extrapolate_time_to_target(seconds: Sequence[float], losses: Sequence[float], target: float, *,
+                               last: int = 8, draws: int = 4000,
+                               seed: int = 0) -> tuple[float, tuple[float, float]] | None:
+    """An *estimate* of when a loss curve that stopped above ``target`` would reach it: a straight
+    line fitted to the loss against log-time over the ``last`` points of the curve, solved for
+    ``target``, with a 90 % interval from ``draws`` samples of the fit's parameters (their
+    covariance from ``numpy.polyfit``). Returns ``(estimate, (low, high))`` in seconds, or ``None``
+    where the fitted loss does not fall with time (no crossing to extrapolate to).
+
+    A log-time line is the kindest usual shape for a slow curve (a power law in time flattens
+    faster): where the real curve bends towards a plateau, the true time is longer.
+    """
+    import numpy as np
+
+    t = np.asarray(seconds, dtype=float)[-last:]
+    y = np.asarray(losses, dtype=float)[-last:]
+    keep = t > 0
+    t, y = t[keep], y[keep]
+    if len(t) < 3:
+        raise ValueError(f"need at least 3 points with positive times to fit, got {len(t)}")
+    (slope, intercept), cov = np.polyfit(np.log(t), y, 1, cov=True)
+    if slope >= 0:
+        return None
+    estimate = float(np.exp((target - intercept) / slope))
+    rng = np.random.default_rng(seed)
+    a, b = rng.multivariate_normal([slope, intercept], cov, size=draws).T
+    falling = a < 0
+    if falling.mean() < 0.95:  # the fit cannot say that the curve falls at all
+        return estimate, (estimate, math.inf)
+    times = np.exp((target - b[falling]) / a[falling])
+    low, high = np.quantile(times, [0.05, 0.95])
+    return estimate, (float(max(low, t[-1])), float(high))
+
+
 # ---------------------------------------------------------------------------------------------
 # Probes
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +803,7 @@ class RecipeBenchmark:
     table: Any                 #: a pandas DataFrame: time to target, runs, tokens/s, MFU per recipe
     ratio: str                 #: "at least 48", "52" or "n/a"
     where: str                 #: machine and date
-    did_not_help: list[str]    #: rows slower than the row before them, or that never reached the target
+    did_not_help: list[str]    #: additions not faster than the base (cumulative rows: than the row before)
 
 
 def read_recipe_benchmark(path: str | Path) -> RecipeBenchmark | None:
@@ -741,18 +830,35 @@ def read_recipe_benchmark(path: str | Path) -> RecipeBenchmark | None:
         f"benchmarks/mlm_recipe.py, {bench['date_utc']}, {bench['machine']}",
         f"load average (1, 5, 15 min) at start {bench['load_average_at_start']}, at end {bench['load_average_at_end']}"
         + ("  [a --quick smoke test, not a measurement]" if bench.get("quick") else ""),
-        f"target {bench['target']:.2f} nats (unigram {bench['unigram_loss']:.2f} - 1); seed cap "
+        f"target {bench['target']:.2f} nats (unigram {bench['unigram_loss']:.2f} - "
+        f"{bench.get('target_nats_below_unigram', 1.0):g}); seed cap "
         f"{bench['cap_seconds'] / 60:.0f} min, row cap {bench['row_cap_seconds']:.0f} s",
+        *([f"estimated ratio (the seed's curve extrapolated to the target; an estimate): "
+           f"{bench['ratio_estimate']:,.0f}, 90 % interval {bench['ratio_estimate_interval'][0]:,.0f}-"
+           f"{bench['ratio_estimate_interval'][1]:,.0f}"]
+          if bench.get("ratio_estimate") and bench.get("ratio_estimate_interval") else []),
         *(f"MFU peak, {prec}: {peak['flops'] / 1e9:,.0f} GFLOP/s ({peak['how']})"
           for prec, peak in bench["peak_flops"].items()),
     ]
-    # A row "did not help" where the row before it reached the target and it is slower (or never got there).
-    slower, before = [], None
-    for r in bench["rows"]:
-        t = r["time_to_target_median"]
-        if before is not None and (t is None or t > before["time_to_target_max"]):
-            slower.append(r["name"])
-        before = r if t is not None else None
+    slower: list[str] = []
+    if "base_row" in bench:
+        # Single changes from a base: an addition ("+ ...") "did not help" where it is not faster
+        # than the base's fastest run (or never reached the target).
+        base = next(r for r in bench["rows"] if r["name"] == bench["base_row"])
+        for r in bench["rows"]:
+            t = r["time_to_target_median"]
+            if r["name"].startswith("+") and base["time_to_target_min"] is not None and (
+                    t is None or t >= base["time_to_target_min"]):
+                slower.append(r["name"])
+    else:
+        # Cumulative rows (the generated corpus's run): a row "did not help" where the row before
+        # it reached the target and it is slower (or never got there).
+        before = None
+        for r in bench["rows"]:
+            t = r["time_to_target_median"]
+            if before is not None and (t is None or t > before["time_to_target_max"]):
+                slower.append(r["name"])
+            before = r if t is not None else None
     ratio = bench["ratio"]
     ratio_text = ("at least " if bench["ratio_is_lower_bound"] else "") + f"{ratio:,.0f}" if ratio else "n/a"
     return RecipeBenchmark(header, pd.DataFrame(rows).set_index("change"), ratio_text,
