@@ -61,3 +61,34 @@ def test_the_thresholds_catch_a_model_without_the_circuit() -> None:
     assert len(induction_failures(no_head)) == 3
     no_layer0_role = {**committed, "toy_acc_without_layer0": committed["toy_acc"]}
     assert induction_failures(no_layer0_role) == ["layer 0 removed: over 1/4 of the accuracy left"]
+
+
+CHAPTER_5 = REPO / "chapters" / "05_mlm_training.ipynb"
+
+
+def mlm_failures(v: dict[str, str]) -> list[str]:
+    """Chapter 5 on real prose (issue 30), by its glued numbers: each goal missed, in words."""
+    loss, unigram = float(v["mlm_final_val_loss"]), float(v["mlm_unigram_loss"])
+    top1, unigram_top1 = float(v["mlm_probe_accuracy"]), float(v["mlm_probe_unigram_accuracy"])
+    checks = [
+        (loss <= unigram - 0.5, f"validation loss {loss:.2f} is not half a nat below the unigram {unigram:.2f}"),
+        (top1 >= 2 * unigram_top1, f"probe top-1 {top1:.3f} is below twice the unigram baseline's {unigram_top1:.3f}"),
+    ]
+    return [msg for ok, msg in checks if not ok]
+
+
+@pytest.mark.browser  # needs the book built (scripts/test.sh builds it first)
+def test_chapter_5_uses_context_on_real_prose() -> None:
+    values = glued(executed_notebook(CHAPTER_5))
+    assert mlm_failures(values) == [], values
+
+
+def test_the_mlm_thresholds_catch_a_unigram_model() -> None:
+    # Numbers like the calibration of issue 30 (2 layers, width 128, about 5 min on 2 cores).
+    good = {"mlm_final_val_loss": "6.15", "mlm_unigram_loss": "6.70", "mlm_probe_accuracy": "0.21",
+            "mlm_probe_unigram_accuracy": "0.06"}
+    assert mlm_failures(good) == []
+    at_unigram = {**good, "mlm_final_val_loss": good["mlm_unigram_loss"],
+                  "mlm_probe_accuracy": good["mlm_probe_unigram_accuracy"]}
+    assert len(mlm_failures(at_unigram)) == 2
+    assert len(mlm_failures({**good, "mlm_probe_accuracy": "0.11"})) == 1
