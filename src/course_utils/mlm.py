@@ -388,13 +388,13 @@ def prose_validation_set(tokenizer: Any, books: Any, max_length: int = VAL_MAX_L
     return make_validation_set(tokenizer, spread(books["validation"], 400, min_words=8), max_length=max_length)
 
 
-def probe_set(tokenizer: Any, books: Any) -> ValidationSet:
+def probe_set(tokenizer: Any, books: Any, max_length: int = VAL_MAX_LENGTH) -> ValidationSet:
     """Chapter 5's probes: 400 passages of the *test* books and addresses (never trained on, never
     used to choose anything), 15 % of their tokens replaced by [MASK] (seed 4321)."""
     from .corpus import spread
 
     return make_validation_set(tokenizer, spread(books["test"], 400, min_words=8), seed=4321,
-                               mask_only=True)
+                               mask_only=True, max_length=max_length)
 
 
 def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:

@@ -509,7 +509,7 @@ def probe_report(model, tok, arch: str) -> dict[str, float]:
     unigram baseline's top-1 on the same positions."""
     if arch == "bert":
         books = _corpus.load_books()
-        probes = _mlm.probe_set(tok, books)
+        probes = _mlm.probe_set(tok, books, max_length=min(_mlm.VAL_MAX_LENGTH, model.config.max_position_embeddings))
         top1, top5 = _mlm.masked_accuracy(model, probes)
         unigram = _mlm.unigram_accuracy(_mlm.token_counts(tok, books["train"]), probes)
         return {"test_top1": top1, "test_top5": top5, "unigram_top1": unigram,
