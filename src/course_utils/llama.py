@@ -160,14 +160,15 @@ class Llama(nn.Module):
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = config
-        self.model = nn.ModuleDict(dict(
-            embed_tokens=nn.Embedding(config.vocab_size, config.n_embd),
+        embed_tokens = nn.Embedding(config.vocab_size, config.n_embd)          # (V, C)
+        self.model: Any = nn.ModuleDict(dict(
+            embed_tokens=embed_tokens,
             layers=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
             norm=RMSNorm(config.n_embd, config.rms_norm_eps),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight               # one (V, C) table
+            self.lm_head.weight = embed_tokens.weight                           # one (V, C) table
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         x = self.model.embed_tokens(idx)                                        # (B, T, C)
