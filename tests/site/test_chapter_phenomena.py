@@ -80,7 +80,9 @@ def modern_decoder_failures(v: dict[str, str]) -> list[str]:
         (abs(d["dloss_Q4_1"]) < 0.02, f"re-quantizing to Q4_1 changed the loss by {d['dloss_Q4_1']:+.4f}"),
         (d["dloss_Q4_0"] - d["dloss_Q4_0_ci"] > 0, "Q4_0's loss increase is not outside its interval"),
         (d["dloss_Q4_0"] > d["dloss_Q4_1"] and d["dloss_Q4_0"] > d["dloss_Q8_0"], "Q4_0 is not the worst format"),
-        (all(d[k] > 0 for k in ("dloss_Q8_0_ci", "dloss_Q4_1_ci", "dloss_Q4_0_ci")), "an interval is missing"),
+        # Q4_1 re-quantizes the release to itself: its interval may be exactly 0, the others may not
+        (d["dloss_Q8_0_ci"] > 0 and d["dloss_Q4_0_ci"] > 0 and d["dloss_Q4_1_ci"] >= 0, "an interval is missing"),
+        (float(v["q41_same"]) > 0.99, f"only {float(v['q41_same']):.1%} of Q4_1 blocks re-quantize to themselves"),
         (d["mb_float32"] > d["mb_Q8_0"] > d["mb_Q4_1"] > d["mb_Q4_0"], "the formats' sizes are out of order"),
         (d["tps_cache"] > 2 * d["tps_nocache"], "the KV cache does not double the speed"),
     ]

@@ -143,7 +143,7 @@ def dequantize_q5_0_reference(raw: torch.Tensor) -> torch.Tensor:
 def _q5_parts(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     blocks = raw.view(-1, 22)
     d = blocks[:, :2].contiguous().view(torch.float16).float()                   # (n, 1)
-    qh = blocks[:, 2:6].clone().view(torch.int32)                                # (n, 1) fifth bits
+    qh = blocks[:, 2:6].reshape(-1).clone().view(torch.int32)[:, None]           # (n, 1) fifth bits
     lo = torch.cat([blocks[:, 6:] & 0x0F, blocks[:, 6:] >> 4], dim=1).to(torch.int32)  # (n, 32)
     return d, qh, lo
 
