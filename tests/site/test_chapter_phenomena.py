@@ -67,3 +67,47 @@ def test_the_thresholds_catch_a_model_without_the_phenomena() -> None:
     assert real_model_failures(no_heads) == [
         "ablating the induction heads does not raise the second-copy loss more than random heads "
         "(outside the noise)"]
+
+
+CHAPTER_8 = REPO / "chapters" / "08_modern_decoder.ipynb"
+
+
+def modern_decoder_failures(v: dict[str, str]) -> list[str]:
+    """Chapter 8's claims, by its glued numbers: each one that does not hold, in words."""
+    d = {k: float(v[k]) for k in ("llama_max_abs_diff", "n_greedy", "dloss_Q8_0", "dloss_Q8_0_ci", "dloss_Q4_1",
+                                  "dloss_Q4_1_ci", "dloss_Q4_0", "dloss_Q4_0_ci", "tps_cache", "tps_nocache",
+                                  "mb_float32", "mb_Q8_0", "mb_Q4_1", "mb_Q4_0")}
+    checks = [
+        (d["llama_max_abs_diff"] <= 1e-4, f"logits differ from LlamaForCausalLM by {d['llama_max_abs_diff']:.2e}"),
+        (v["llama_greedy_tokens_equal"] == "True", "greedy tokens differ from the library's"),
+        (d["n_greedy"] >= 30, f"only {d['n_greedy']:.0f} greedy tokens compared (want >= 30)"),
+        (v["q4_dequant_bit_equal"] == "True", "the dequantizers are not bit-equal to gguf's"),
+        (abs(d["dloss_Q8_0"]) < 0.02, f"Q8_0 changed the loss by {d['dloss_Q8_0']:+.4f} (want |.| < 0.02)"),
+        (abs(d["dloss_Q4_1"]) < 0.02, f"re-quantizing to Q4_1 changed the loss by {d['dloss_Q4_1']:+.4f}"),
+        (d["dloss_Q4_0"] - d["dloss_Q4_0_ci"] > 0, "Q4_0's loss increase is not outside its interval"),
+        (d["dloss_Q4_0"] > d["dloss_Q4_1"] and d["dloss_Q4_0"] > d["dloss_Q8_0"], "Q4_0 is not the worst format"),
+        # Q4_1 re-quantizes the release to itself: its interval may be exactly 0, the others may not
+        (d["dloss_Q8_0_ci"] > 0 and d["dloss_Q4_0_ci"] > 0 and d["dloss_Q4_1_ci"] >= 0, "an interval is missing"),
+        (float(v["q41_same"]) > 0.99, f"only {float(v['q41_same']):.1%} of Q4_1 blocks re-quantize to themselves"),
+        (d["mb_float32"] > d["mb_Q8_0"] > d["mb_Q4_1"] > d["mb_Q4_0"], "the formats' sizes are out of order"),
+        (d["tps_cache"] > 2 * d["tps_nocache"], "the KV cache does not double the speed"),
+    ]
+    return [msg for ok, msg in checks if not ok]
+
+
+@pytest.mark.browser  # needs the book built (scripts/test.sh builds it first)
+def test_chapter_8_matches_the_library_and_measures_the_formats() -> None:
+    values = glued(executed_notebook(CHAPTER_8))
+    assert modern_decoder_failures(values) == [], values
+
+
+def test_chapter_8_thresholds_catch_a_broken_model() -> None:
+    """The test of the test, on the committed chapter's numbers and on broken copies of them."""
+    import nbformat
+
+    committed = glued(nbformat.read(CHAPTER_8, as_version=4))
+    assert modern_decoder_failures(committed) == [], committed
+    broken = {**committed, "llama_max_abs_diff": "0.3", "llama_greedy_tokens_equal": "False"}
+    assert len(modern_decoder_failures(broken)) == 2
+    no_cache_gain = {**committed, "tps_cache": committed["tps_nocache"]}
+    assert modern_decoder_failures(no_cache_gain) == ["the KV cache does not double the speed"]
