@@ -29,6 +29,11 @@ import json
 import os
 import signal
 import sys
+
+try:
+    import resource  # imported before isolation hides where it lives
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 from typing import Any, Sequence
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -72,7 +77,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="ascii") as fh:
+    with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
 
 
@@ -165,7 +170,7 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence
         if os.path.isdir(path) and not _system_or_above(path):
             _hide(path)
             covered.append(path)
-    for path, fd in ro_fds.items():
+    for path, fd in sorted(ro_fds.items(), key=lambda item: item[0].count("/")):  # shallowest first
         if not os.path.isdir(path):  # under an emptied folder: bring it back
             _bind_ro(fd, path)
         os.close(fd)
@@ -203,9 +208,9 @@ def _drop_privileges() -> None:
 
 def _set_limits(memory_bytes: int, file_bytes: int) -> list[str]:
     """Limit the address space and the size of a written file (inherited by the kernel)."""
-    import resource
-
-    done = []
+    done: list[str] = []
+    if resource is None:
+        return done
     for which, value, text in ((resource.RLIMIT_AS, memory_bytes, "memory"), (resource.RLIMIT_FSIZE, file_bytes,
                                                                                "file size")):
         if value > 0:

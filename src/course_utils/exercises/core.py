@@ -223,13 +223,17 @@ class Checker:
     call:       ``call(obj, case) -> output``; default ``obj(*case.args, **case.kwargs)``.
     allow_mutation: if False (default) a function that changes its inputs in place fails.
     allowed:    course_utils functions a solution may call (see the module docstring).
+    single_input: why the cases cannot depend on the seed (their input space is a single point);
+                otherwise at least one case must be drawn from torch's generator, so that each
+                grading run's inputs are new (``tests/test_checker_registry.py`` checks it).
     """
 
     def __init__(self, name: str, reference: Callable[..., Any], cases: Callable[[], Sequence[Case]] | None = None,
                  *, mistakes: Iterable[Mistake] = (), kind: str = "function", axes: Any = None,
                  atol: float = 1e-5, rtol: float = 1e-4, timeout: float = 2.0,
                  call: Callable[[Any, Case], Any] | None = None, allow_mutation: bool = False,
-                 seed: int = 0, what: str | None = None, allowed: Iterable[Callable[..., Any]] = ()) -> None:
+                 seed: int = 0, what: str | None = None, allowed: Iterable[Callable[..., Any]] = (),
+                 single_input: str | None = None) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"checker name {name!r} must be a lower-case Python identifier")
         if kind not in {"function", "value"}:
@@ -250,6 +254,7 @@ class Checker:
         self.what = what or ("your function" if kind == "function" else "your value")
         self.module = getattr(reference, "__module__", None)
         self.allowed = list(allowed)
+        self.single_input = single_input
 
     def mistake(self, hint: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of adding a :class:`Mistake`."""
@@ -346,8 +351,8 @@ class Checker:
         ``prepare`` turns a mistake's output into the form ``outcome.value`` has (the grader
         compares plain data decoded from the student's kernel)."""
         if outcome.timed_out:
-            return self.fail("timeout", f"{self.what} did not finish within {self.timeout:g} s — an infinite "
-                                         "loop (a `while` whose condition never changes)? The check stopped it."
+            return self.fail("timeout", f"{self.what} timed out after {self.timeout:g} s — an infinite "
+                                        "loop (a `while` whose condition never changes)? The check stopped it."
                               + _printed(outcome), case)
         if outcome.error is not None:
             return self._exception(outcome, case)
@@ -446,6 +451,34 @@ class Checker:
             if compare(wrong, got, atol=self.atol, rtol=self.rtol) is None:
                 return mistake.hint
         return None
+
+
+def draw(low: int, high: int) -> int:
+    """A whole number in ``[low, high]`` from torch's generator. Case functions run under the
+    grading run's seed, so a case drawn with this is new in every run: a table of outputs for
+    one run's inputs does not pass another."""
+    if high < low:
+        raise ValueError(f"draw({low}, {high}): high is below low")
+    return int(torch.randint(low, high + 1, ()).item())
+
+
+def pick(options: Sequence[Any]) -> Any:
+    """One of ``options``, drawn like :func:`draw`."""
+    return options[draw(0, len(options) - 1)]
+
+
+WORDS = ("the", "attention", "head", "tokenizer", "embedding", "unbelievable", "café", "naïve", "Transformer",
+         "layers", "déjà", "vu", "12", "3.5", "x", "Hello", "world", "it's", "positional", "résumé", "—",
+         "snowflakes", "quickly", "GPU", "mask", "über", "jalapeño", "reads", "an", "encoder")
+
+
+def random_text(words: int) -> str:
+    """A sentence of ``words`` words (accents, numbers, punctuation) drawn like :func:`draw`."""
+    out = []
+    for _ in range(words):
+        word = pick(WORDS)
+        out.append(word + pick(("", "", "", ",", ".", "!", "?")))
+    return " ".join(out)
 
 
 def _copy_case(case: Case) -> Case:

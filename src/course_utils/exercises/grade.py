@@ -172,6 +172,8 @@ class Worker:
         # -P (Python 3.11+): the working folder is not an import path, so it cannot reach the kernels'.
         safe_path = ["-P"] if sys.version_info >= (3, 11) else []
         env = dict(os.environ, COURSE_GRADER_PID=str(os.getpid()))
+        if env.get("PYTHONPATH"):  # the worker runs elsewhere: relative entries are made absolute here
+            env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
         with open(self.log, "ab") as log:
             proc = subprocess.Popen([sys.executable, *safe_path, "-m", "course_utils.exercises._grade_worker"],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=self.home,
