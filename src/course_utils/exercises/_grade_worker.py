@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -332,7 +332,7 @@ def _above_or_same(path: str, other: str) -> bool:
     return other == path or other.startswith(path.rstrip(os.sep) + os.sep)
 
 
-def import_paths(env: dict[str, str], hidden: list[str] = ()) -> list[str]:
+def import_paths(env: dict[str, str], hidden: Sequence[str] = ()) -> list[str]:
     """Folders the kernel needs to see: Python's import paths, the interpreter, the installed
     course_utils, the model caches. A path that is, or holds, a ``hidden`` folder (the grader's
     working folder, the checkout with the chapters) is left out: it would show that folder."""
@@ -732,8 +732,12 @@ def _load_checkers(specs: list[str]) -> None:
 
 def _end_with_parent() -> None:
     """Stop (and stop the kernel) when the grader ends, however it ends."""
+    def stop(signum: int, frame: Any) -> None:
+        _kill_kernels()
+        os._exit(128 + signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: (_kill_kernels(), os._exit(128 + signum)))
+        signal.signal(sig, stop)
     if sys.platform.startswith("linux"):
         import ctypes
 

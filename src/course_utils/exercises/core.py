@@ -270,7 +270,8 @@ class Checker:
 
     def __call__(self, submission: Any) -> CheckResult | None:
         if grading():
-            return hand_over(self.name, submission)
+            hand_over(self.name, submission)
+            return None
         start = time.perf_counter()
         try:
             result = self._run(submission)
@@ -529,7 +530,6 @@ def hand_over(name: str, submission: Any) -> None:
     """Grading mode: keep ``submission`` for the grader's driver; judge nothing."""
     _SUBMITTED[name] = submission
     print(f"check.{name}: handed to the grader.")
-    return None
 
 
 def submitted(name: str) -> tuple[bool, Any]:
@@ -553,7 +553,7 @@ class HandOverChecker:
         self.allow_mutation, self.module = checker.allow_mutation, checker.module
 
     def __call__(self, submission: Any) -> None:
-        return hand_over(self.name, submission)
+        hand_over(self.name, submission)
 
     def seeded(self, fn: Callable[[], Any]) -> Any:
         with torch.random.fork_rng(devices=[]):
