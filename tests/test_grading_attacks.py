@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,7 +246,10 @@ def test_attacks_get_a_reason(attacked):
     rows, _ = attacked
     assert "not implemented yet" in rows["forged_records", CP]["feedback"]
     assert "not implemented yet" in rows["printed_passes", SM]["feedback"]
-    assert "handed nothing to the grader (was `check` replaced" in rows["patched_core", CP]["feedback"]
+    # Patching Checker does not stop the hand-over (a graded kernel's checks are HandOverCheckers),
+    # and the patch itself names the reference: the notebook is reported for using it.
+    assert rows["patched_core", CP]["feedback"].startswith(
+        "check.count_parameters: not graded as your own work: your notebook uses course_utils' own implementation")
     assert "not implemented yet" in rows["patched_compare", CP]["feedback"]
     assert "values differ from the reference" in rows["patched_torch", SM]["feedback"]
     assert rows["lying_objects", CP]["feedback"].startswith(
@@ -522,3 +526,61 @@ def test_without_isolation_the_attacks_still_grade_zero(attacked_unisolated):
                       "patched_core": ("0", "0"), "patched_torch": ("0", "0"), "lying_objects": ("0", "0"),
                       "printed_passes": ("0", "0"), "exit_after_faking": ("0", "0"), "kill_parent": ("0", "0"),
                       "calls_reference": ("0", "1")}
+
+
+def test_answers_are_read_only_from_regular_files_of_their_own(tmp_path):
+    """What a kernel can leave in its exchange folder instead of an answer: a link (to another
+    submission's answer), a hard link, a FIFO (which would block the grader), a folder."""
+    from course_utils.exercises import _plain
+
+    own, other = tmp_path / "0001" / "io", tmp_path / "0000" / "io"
+    own.mkdir(parents=True)
+    other.mkdir(parents=True)
+    (other / "answer.json").write_text('{"stolen": true}')
+    (own / "fine.json").write_text('{"mine": true}')
+    assert _plain.read_own_file(own, "fine.json", 100) == b'{"mine": true}'
+    (own / "link.json").symlink_to("../../0000/io/answer.json")
+    os.link(other / "answer.json", own / "hard.json")
+    os.mkfifo(own / "fifo.json")
+    (own / "folder.json").mkdir()
+    expected = {"link.json": "is not a regular file (a link?)", "hard.json": "has 2 names (a hard link?)",
+                "fifo.json": "is not a regular file", "folder.json": "is not a regular file",
+                "missing.json": "no answer was written", "../0000/io/answer.json": "bad answer file name"}
+    for name, message in expected.items():
+        with pytest.raises(_plain.PlainError, match=re.escape(message)):
+            _plain.read_own_file(own, name, 100)
+    with pytest.raises(_plain.PlainError, match="too large"):
+        _plain.read_own_file(own, "fine.json", 5)
+    linked_folder = tmp_path / "0002" / "io"
+    linked_folder.parent.mkdir()
+    linked_folder.symlink_to(other)
+    with pytest.raises(_plain.PlainError, match="not the grader's own folder"):
+        _plain.read_own_file(linked_folder, "answer.json", 100)
+
+
+def test_results_csv_is_safe_in_a_spreadsheet(tmp_path):
+    """Student names come from file names, on one line; a cell that would start a formula does not."""
+    import csv
+
+    from course_utils.exercises import grade
+
+    names = ['=HYPERLINK("x","y")', "+1", "-2", "@SUM(A1)", "a,b", 'say "hi"', "two\nlines", "two_lines",
+             "plain"]
+    paths = [tmp_path / f"{n}.ipynb" for n in names]
+    students = grade.student_names(paths)
+    # two names the same once on one line: both become their file names, made unique
+    assert [students[p] for p in paths] == names[:6] + ["two_lines.ipynb", "two_lines.ipynb~2", "plain"]
+    rows = [grade.Row(students[p], "=cmd|' /C calc'!A0", False, "line one\nline two") for p in paths]
+    out = tmp_path / "results.csv"
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerows(r.as_csv() for r in rows)
+    text = out.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == len(names)  # one line per row, whatever the names hold
+    with open(out, newline="", encoding="utf-8") as fh:
+        back = list(csv.reader(fh))
+    assert [r[0] for r in back] == ["'" + n for n in names[:4]] + ["a,b", 'say "hi"', "two_lines.ipynb",
+                                                                    "two_lines.ipynb~2", "plain"]
+    assert {r[1] for r in back} == {"'=cmd|' /C calc'!A0"}
+    assert {r[3] for r in back} == {"line one line two"}
+    assert all(not cell.startswith(("=", "+", "-", "@")) for r in back for cell in r)
