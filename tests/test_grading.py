@@ -135,7 +135,7 @@ def test_csv_exact(graded):
                            "loop?)."],
         ["frank", SM, "1", None],
         ["gina", CP, "1", None],
-        ["gina", SM, "0", "not graded: the kernel died while running cell 6 (a crash, running out of memory, or "
+        ["gina", SM, "0", "not graded: the kernel died while running cell 6 (a crash, the memory limit of 4 GiB, or "
                           "os._exit/exit of the process)"],
         ["hank", CP, "1", None],
         ["hank", SM, "0", "not graded: cell 6 printed more than 1 MB of output; grading stopped there"],

@@ -584,3 +584,17 @@ def test_results_csv_is_safe_in_a_spreadsheet(tmp_path):
     assert {r[1] for r in back} == {"'=cmd|' /C calc'!A0"}
     assert {r[3] for r in back} == {"line one line two"}
     assert all(not cell.startswith(("=", "+", "-", "@")) for r in back for cell in r)
+
+
+def test_a_notebook_stopped_for_time_says_so():
+    """A notebook the grader had to kill (it ignored interrupts) is not 'missing a check cell'."""
+    from course_utils.exercises import grade
+
+    killed = {"status": "killed", "message": "the notebook timed out after 150 s and was stopped (an infinite "
+                                             "loop that ignores interrupts?)"}
+    assert grade._reason_missing(CP, killed) == ("not graded: the notebook timed out after 150 s and was stopped "
+                                                 "(an infinite loop that ignores interrupts?)")
+    stopped = {"status": "ok", "check_cells": {CP: 4}, "cell_errors": {"4": "KeyboardInterrupt: "},
+               "stopped_cells": [4], "stopped_after": 30}
+    assert grade._reason_missing(CP, stopped) == ("the check cell (cell 4) raised KeyboardInterrupt:  (it timed out "
+                                                  "after 30 s and was stopped).")
