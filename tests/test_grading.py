@@ -114,9 +114,9 @@ def test_csv_exact(graded):
     rows, _, _ = graded
     expected = [
         ["student", "exercise", "passed", "feedback"],
-        ["alice", CP, "1", "check.count_parameters passed (6 cases: one Linear(3, 4), nested submodules, tied "
+        ["alice", CP, "1", "check.count_parameters passed (7 cases: one Linear(3, 4), nested submodules, tied "
                            "embedding and output weights, a module with buffers, partly frozen, no parameters at "
-                           "all)."],
+                           "all, random layer sizes)."],
         ["alice", SM, "1", "check.demo_softmax passed (2 cases: random, one column)."],
         ["bob", CP, "0", "check.count_parameters (case 'tied embedding and output weights'): expected 78, got 144 "
                          "(66 too many). Hint: the tied weight was counted twice: `state_dict()` and "

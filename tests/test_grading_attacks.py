@@ -267,7 +267,7 @@ def test_calling_the_course_implementation_is_reported(attacked):
                                       "(`course_utils.exercises.ch01_architectures.count_parameters_reference`).")
     pkg = rows["calls_package", CP]  # hidden from a reading of the code; seen while it runs
     assert pkg["passed"] == "0"
-    assert "your function calls course_utils' own implementation (`course_utils.modelinfo.count_parameters`)" \
+    assert "your function refers to course_utils' own implementation (`course_utils.modelinfo.count_parameters`)" \
         in pkg["feedback"]
     assert rows["calls_reference", SM]["passed"] == "1" and rows["calls_package", SM]["passed"] == "1"
 
@@ -279,6 +279,10 @@ def test_the_reference_however_reached_grades_zero(attacked, name):
     rows, _ = attacked
     row = rows[name, CP]
     assert row["passed"] == "0", row
+    if name == "ref_after_reload":
+        # A reloaded core keeps its hand-overs where the grader's driver does not look: nothing arrives.
+        assert "handed nothing to the grader" in row["feedback"], row
+        return
     assert "not graded as your own work" in row["feedback"], row
     assert "count_parameters_reference" in row["feedback"], row
     assert rows[name, SM]["passed"] == "1", rows[name, SM]
