@@ -21,7 +21,9 @@ name from it:
   their published values (:mod:`course_utils.families`);
 * ``datasets/wikitext/wikitext-2-raw-v1/``: a few hundred lines in wikitext's schema (one
   ``text`` column; train/validation/test; headings, paragraphs and blank lines), written by
-  ``datasets`` itself as a prepared dataset, which ``load_dataset`` reads back offline.
+  ``datasets`` itself as a prepared dataset, which ``load_dataset`` reads back offline;
+* ``datasets/rotten_tomatoes/default/``: rotten_tomatoes' schema and splits, holding a few hundred
+  of the movie-review snippets Chapter 9 reads offline (a stand-in for the real sentences).
 
 Every stand-in config carries ``course_standin: true``: a chapter cell whose check only holds for
 the real weights (a parameter count, a few-shot accuracy) skips it when it sees that flag.
@@ -227,6 +229,36 @@ def _wikitext(datasets_cache: Path) -> None:
     builder.download_and_prepare()
 
 
+def _rotten_tomatoes(datasets_cache: Path) -> None:
+    """``rotten_tomatoes`` in its schema (``text``, ``label`` 0 neg / 1 pos; train/validation/test),
+    filled with a few hundred of the VADER movie-review snippets that Chapter 9 uses offline."""
+    import datasets
+
+    from course_utils.sentiment import load_sentiment
+
+    data = load_sentiment(online=False)
+    rows = {"train": list(zip(data.train_texts, data.train_labels))[:240],
+            "validation": list(zip(data.test_texts, data.test_labels))[:60],
+            "test": list(zip(data.test_texts, data.test_labels))[60:120]}
+
+    class RottenTomatoes(datasets.GeneratorBasedBuilder):
+        BUILDER_CONFIGS = [datasets.BuilderConfig(name="default", version=datasets.Version("0.0.0"))]
+
+        def _info(self) -> datasets.DatasetInfo:
+            return datasets.DatasetInfo(features=datasets.Features(
+                {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}))
+
+        def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+            return [datasets.SplitGenerator(name=s, gen_kwargs={"split": s}) for s in rows]
+
+        def _generate_examples(self, split: str):  # type: ignore[override]
+            for i, (text, label) in enumerate(rows[split]):
+                yield i, {"text": text, "label": label}
+
+    builder = RottenTomatoes(cache_dir=str(datasets_cache), dataset_name="rotten_tomatoes", hash=COMMIT[:16])
+    builder.download_and_prepare()
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "gpt2": _gpt2,
     "bert-base-uncased": _bert,
@@ -237,7 +269,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2,
 }
 #: The datasets the chapters load online, by (path, config).
-DATASETS = [("wikitext", "wikitext-2-raw-v1")]
+DATASETS = [("wikitext", "wikitext-2-raw-v1"), ("rotten_tomatoes", None)]
 
 
 def build(hf_home: Path) -> Path:
@@ -252,6 +284,7 @@ def build(hf_home: Path) -> Path:
         build_one(hub)
     _family_configs(hub)
     _wikitext(hf_home / "datasets")
+    _rotten_tomatoes(hf_home / "datasets")
     (hf_home / "STANDIN").write_text(
         "A stand-in Hugging Face cache built by tests/online/standin_hub.py: tiny random models, "
         "not the real checkpoints.\n")
