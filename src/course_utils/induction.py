@@ -156,7 +156,7 @@ def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
     attention output times its rows of the output projection; a bias belongs to no head).
     For a large model prefer :func:`copying_scores`, which never holds all layers at once."""
     per_layer, _ = _per_layer_heads(model, ids)
-    return torch.stack([out for out in per_layer])
+    return torch.stack(list(per_layer))
 
 
 @torch.no_grad()
