@@ -20,7 +20,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from course_utils.exercises import grade, student
+from course_grading import grade, student
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exercises"
 BOOK_NB = FIXTURES / "chapter_demo.ipynb"
@@ -31,7 +31,7 @@ def grade_command(subs: Path, out: Path, *extra: str) -> tuple[list[str], dict[s
     """The grader's command line for the fixture (its checker module on the kernels' path too)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(FIXTURES), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "course_utils.exercises.grade", str(subs), "--out", str(out),
+    cmd = [sys.executable, "-m", "course_grading.grade", str(subs), "--out", str(out),
            "--checkers", str(DEMO_CHECKERS), "--seed", "0", *extra]
     return cmd, env
 
@@ -357,7 +357,8 @@ def test_student_cli(tmp_path, capsys):
 def _remote(name: str, fn, tmp: Path, seed: int = 0):
     """What the grader concludes about ``fn`` for ``check.<name>``: the kernel's side (the driver)
     and the grader's side (decode + judge) run here in one process, on the grader's inputs."""
-    from course_utils.exercises import _driver, _grade_worker, _plain, core
+    from course_grading import _grade_worker
+    from course_utils.exercises import _driver, _plain, core
 
     exam = _grade_worker.Exam.build(name, seed)
     inputs = tmp / f"in-{name}.pt"
