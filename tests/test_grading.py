@@ -363,11 +363,11 @@ def _remote(name: str, fn, tmp: Path, seed: int = 0):
     exam = _grade_worker.Exam.build(name, seed)
     inputs = tmp / f"in-{name}.pt"
     inputs.write_bytes(exam.inputs)
-    core._SUBMITTED[name] = fn
+    core.hand_over(name, fn)
     try:
         _driver.serve(name, str(inputs), str(tmp / f"out-{name}"))
     finally:
-        core._SUBMITTED.pop(name, None)
+        core.withdraw(name)
     document, tensors = _plain.load(tmp / f"out-{name}")
     # These tests hand over the course's own reference on purpose: what it reaches is not looked at.
     document.pop("reached", None)
@@ -387,7 +387,7 @@ def test_the_grader_agrees_with_the_notebook_check(checker, tmp_path):
     known mistake gets the same hint there as in the notebook."""
     from course_utils.exercises import core
 
-    submit = (lambda fn: checker._seeded(fn)) if checker.kind == "value" else (lambda fn: fn)
+    submit = (lambda fn: checker.seeded(fn)) if checker.kind == "value" else (lambda fn: fn)
     result = _remote(checker.name, submit(checker.reference), tmp_path, checker.seed)
     assert result is not None and result.passed, result
     assert result.message == checker._run(submit(checker.reference)).message
@@ -396,4 +396,4 @@ def test_the_grader_agrees_with_the_notebook_check(checker, tmp_path):
         remote = _remote(checker.name, submit(mistake.fn), tmp_path, checker.seed)
         assert (remote.passed, remote.stage, remote.hint, remote.message) == (
             local.passed, local.stage, local.hint, local.message)
-    assert core._SUBMITTED == {}
+    assert core.handed_over() == {}

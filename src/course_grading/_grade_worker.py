@@ -141,7 +141,7 @@ def _rebuild_error(info: dict[str, Any]) -> BaseException:
     message = str(info.get("message", ""))[:2000]
     if info.get("builtin") and name in ("NotImplementedError", "SystemExit", "KeyboardInterrupt"):
         return getattr(builtins, name)(message)
-    cls = type(_plain._safe_name(name) or "Exception", (RemoteError,), {})
+    cls = type(_plain.safe_name(name) or "Exception", (RemoteError,), {})
     return cls(message)
 
 

@@ -93,13 +93,12 @@ def cell_source(cell: Any) -> str:
     return "".join(src) if isinstance(src, list) else str(src)
 
 
-_source = cell_source
 
 
 def _gates(cell: Any) -> list[str]:
     if cell.get("cell_type") != "markdown":
         return []
-    return [d.name for d in parse_directives(_source(cell)) if d.name in GATES]
+    return [d.name for d in parse_directives(cell_source(cell)) if d.name in GATES]
 
 
 @dataclass
@@ -142,7 +141,7 @@ def analyse(nb: Any, name: str = "notebook") -> Layout:
             layout.solution_cells.add(i)
         # Every check call the student edition keeps is an exercise (tagged `exercise-check` or not).
         if cell.get("cell_type") == "code" and i not in layout.solution_cells:
-            layout.exercises.extend(n for n in CHECK_CALL.findall(_source(cell)) if n not in layout.exercises)
+            layout.exercises.extend(n for n in CHECK_CALL.findall(cell_source(cell)) if n not in layout.exercises)
     if open_at is not None:
         raise ExerciseLayoutError(f"{name}, cell {open_at}: solution-start is never closed; add a markdown cell "
                                   "with a solution-end directive after the solution's code.")
@@ -185,8 +184,8 @@ def make_student_notebook(nb: Any, source: str = "notebook") -> Any:
     for i, cell in enumerate(student.cells):
         if i in layout.solution_cells:
             continue
-        if cell.get("cell_type") == "markdown" and parse_directives(_source(cell)):
-            cell["source"] = _plain_markdown(_source(cell))
+        if cell.get("cell_type") == "markdown" and parse_directives(cell_source(cell)):
+            cell["source"] = _plain_markdown(cell_source(cell))
             if not cell["source"].strip():
                 continue
         _clear(cell)
@@ -228,7 +227,7 @@ def make_site_notebook(nb: Any, source: str = "notebook") -> Any:
             _add_tag(cell, "remove-cell")
         cells.append(cell)
         if cell.get("cell_type") == "code" and i not in layout.solution_cells and (
-                CHECK_TAG in _tags(cell) or _only_checks(_source(cell))):
+                CHECK_TAG in _tags(cell) or _only_checks(cell_source(cell))):
             _add_tag(cell, "remove-output")
             cells.append(nbformat.v4.new_markdown_cell(SITE_CHECK_NOTE))
     site.cells = cells
