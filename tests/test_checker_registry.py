@@ -170,8 +170,8 @@ def test_survives_garbage(name: str, garbage: str, monkeypatch: pytest.MonkeyPat
             return original_call(obj, case)
 
         monkeypatch.setattr(checker, "call", call)
-        probe = checker._seeded(lambda: list(checker.cases()))[0]
-        expected = checker._seeded(lambda: original_call(checker.reference, probe))
+        probe = checker.seeded(lambda: list(checker.cases()))[0]
+        expected = checker.seeded(lambda: original_call(checker.reference, probe))
         if compare(expected, _leaves(expected, transform), atol=checker.atol, rtol=checker.rtol) is None:
             pytest.skip(f"{garbage} does not change this checker's output")
         submission = garbage_fn
