@@ -1,6 +1,6 @@
 """Checkers of Chapter 7 (Encoder–decoders, modern positions and the model families).
 
-Each reference is the library's own code, not the course's:
+Each reference is the library's own code, or held to it by a test:
 
 * ``check.mha_cross_attention(fn)``: ``fn(x, memory, key_padding_mask, params, n_heads)`` ->
   ``(out, weights)``: cross-attention with the weights of a ``torch.nn.MultiheadAttention``
@@ -13,9 +13,9 @@ Each reference is the library's own code, not the course's:
   are compared with the layer's own projections.
 * ``check.rope_permute(fn)``: ``fn(w, n_heads)``: the rows of a query/key projection written for
   interleaved RoPE (pairs 2i, 2i + 1, Meta's original Llama code) reordered for the half-split
-  RoPE of ``transformers`` (pairs i, i + hs/2), the permutation of the library's Llama conversion
-  script. ``tests/test_ch07_checkers.py`` checks that the library's GPT-J (interleaved) and Llama
-  (half-split) rotary code then give equal scores.
+  RoPE of ``transformers`` (pairs i, i + hs/2): the ``permute`` of the library's Llama conversion
+  script, written out here (the script is not in the wheel). ``tests/test_ch07_checkers.py`` holds
+  it to the library: its GPT-J (interleaved) and Llama (half-split) rotary code give equal scores.
 * ``check.t5_position_bias(fn)``: ``fn(bias_table, query_length, key_length, bidirectional=True,
   max_distance=128)`` against ``T5Attention.compute_bias`` (queries are the last T of S positions).
 """
