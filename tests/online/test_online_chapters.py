@@ -52,7 +52,7 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: sampling and few-shot loops (Chapter 4 alone: 54 s at these sizes) and Chapter 7's fifteen
 #: position-scheme models (83 s at full size).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
-    "04_sampling": [("N_GROUPS, N_PER_GROUP, N_NEW = 5, 12, 32", "N_GROUPS, N_PER_GROUP, N_NEW = 2, 6, 8"),
+    "04_sampling": [("N_GROUPS, N_PER_GROUP, N_NEW = 5, 18, 32", "N_GROUPS, N_PER_GROUP, N_NEW = 2, 6, 8"),
                     ("N_LONG = 64", "N_LONG = 8"),
                     ("N_PER_TASK, SHOTS = 50, [0, 1, 2, 4, 8]", "N_PER_TASK, SHOTS = 3, [0, 1, 2, 4, 8]"),
                     ("R, N_REP = 50, 8", "R, N_REP = 50, 2")],
