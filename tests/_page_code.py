@@ -83,3 +83,15 @@ def package_definition(obj: Any) -> Definition:
 def same_code(page: Definition, obj: Any, aliases: tuple[str, ...] = ()) -> bool:
     """Is the page's definition the package object's, statement for statement?"""
     return normalised(page, aliases) == normalised(package_definition(obj), aliases)
+
+
+def code_sources(chapter: Path) -> list[str]:
+    """The source of every code cell of the chapter, in page order."""
+    return [c.source for c in nbformat.read(chapter, as_version=4).cells if c.cell_type == "code"]
+
+
+def names_imported_from(chapter: Path, package: str = "course_utils") -> set[str]:
+    """Every name the chapter's code cells import ``from package...`` (the Colab ``!pip`` cell skipped)."""
+    return {alias.name for src in code_sources(chapter) if "!pip" not in src
+            for node in ast.walk(ast.parse(src)) if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith(package) for alias in node.names}

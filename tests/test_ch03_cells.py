@@ -10,9 +10,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import nbformat
 import pytest
-from _page_code import normalised, package_definition, page_definitions, same_code
+from _page_code import (
+    code_sources,
+    names_imported_from,
+    normalised,
+    package_definition,
+    page_definitions,
+    same_code,
+)
 
 from course_utils import gpt
 
@@ -23,13 +29,9 @@ PAGE = page_definitions(CHAPTER, "ch03-gpt")
 
 def test_the_page_writes_the_whole_model() -> None:
     assert sorted(PAGE) == sorted(ON_THE_PAGE), "cells tagged ch03-gpt must define exactly these"
-    nb = nbformat.read(CHAPTER, as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert not any("inspect" in src for src in code), "code is written, not printed"
-    imported = {alias.name for src in code if "!pip" not in src
-                for node in ast.walk(ast.parse(src)) if isinstance(node, ast.ImportFrom)
-                and (node.module or "").startswith("course_utils") for alias in node.names}
-    assert not imported & set(ON_THE_PAGE), "the chapter uses its own model, not the package's"
+    assert not any("inspect" in src for src in code_sources(CHAPTER)), "code is written, not printed"
+    assert not names_imported_from(CHAPTER) & set(ON_THE_PAGE), (
+        "the chapter uses its own model, not the package's")
 
 
 @pytest.mark.parametrize("name", ON_THE_PAGE)

@@ -10,9 +10,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import nbformat
 import pytest
-from _page_code import normalised, package_definition, page_definitions, same_code
+from _page_code import (
+    code_sources,
+    names_imported_from,
+    normalised,
+    package_definition,
+    page_definitions,
+    same_code,
+)
 
 from course_utils import efficient
 
@@ -26,14 +32,9 @@ PAGE = {**page_definitions(CHAPTER, "ch06-flash"), **page_definitions(CHAPTER, "
 def test_the_page_writes_the_attention() -> None:
     assert sorted(page_definitions(CHAPTER, "ch06-flash")) == sorted(FLASH)
     assert sorted(page_definitions(CHAPTER, "ch06-gqa")) == sorted(GQA)
-    nb = nbformat.read(CHAPTER, as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert not any("inspect" in src or "show_source" in src for src in code), (
+    assert not any("inspect" in src or "show_source" in src for src in code_sources(CHAPTER)), (
         "code is written, not printed")
-    imported = {alias.name for src in code if "!pip" not in src
-                for node in ast.walk(ast.parse(src)) if isinstance(node, ast.ImportFrom)
-                and (node.module or "").startswith("course_utils") for alias in node.names}
-    assert not imported & set(FLASH + GQA), "the chapter uses its own definitions"
+    assert not names_imported_from(CHAPTER) & set(FLASH + GQA), "the chapter uses its own definitions"
 
 
 @pytest.mark.parametrize("name", FLASH + GQA)
