@@ -36,6 +36,7 @@ ONLINE_MARKERS: dict[str, list[str]] = {
     "05_mlm_training": ["hub: wikitext / wikitext-2-raw-v1"],
     "06_efficient_attention": [],
     "07_encoder_decoders_positions_families": ["facebook/bart-base", "facebook/bart-large-cnn:"],
+    "09_finetuning": ["hub: rotten_tomatoes"],
 }
 #: What the offline branches print instead: none of it may appear in an online run.
 OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's small model, not GPT-2)",
@@ -57,6 +58,8 @@ SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
     # fifteen tiny models (5 schemes x 3 seeds) trained from scratch on the generated corpus (no hub model)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
                                                 "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
+    # three ways to fine-tune the real MiniLM, 3 seeds each: 2 seeds on the stand-in's few sentences
+    "09_finetuning": [("SEEDS = (0, 1, 2, 3, 4) if BIG else (0, 1, 2)", "SEEDS = (0, 1)")],
 }
 
 
