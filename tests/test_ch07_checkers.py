@@ -45,7 +45,7 @@ def student_llama3(head_dim, base, factor, low_freq_factor, high_freq_factor, or
 def test_t5_bucket_correct_passes(capsys):
     result = check.t5_bucket(student_bucket)
     assert result.passed, result.message
-    assert "passed (5 cases" in capsys.readouterr().out
+    assert "passed (6 cases" in capsys.readouterr().out
 
 
 def test_t5_bucket_broken_submissions():

@@ -151,7 +151,7 @@ def test_a_hanging_function_is_stopped(body):
     result = run(attn, hangs)
     assert time.perf_counter() - start < 5
     assert result.stage == "timeout"
-    assert "your function did not finish within 0.5 s" in result.message
+    assert "your function timed out after 0.5 s" in result.message
 
 
 def test_after_a_timeout_the_alarm_is_off():

@@ -24,10 +24,10 @@ from course_utils.assets import load_tokenizer
 GPT2_MIN_HELDOUT_GREEDY = 0.7     # fraction of held-out fact prompts completed correctly (greedy)
 BERT_MIN_HELDOUT_TOP1 = 0.6       # fraction of held-out fact sentences whose [MASK] is filled top-1
 MAX_LOSS_VS_UNIGRAM = 0.5         # validation loss must be below half the unigram baseline
-# In-context learning in formats no training document uses (chapter 4 glues the same two numbers)
+# In-context learning in formats no training document uses (gpt2-course is meta-trained on such documents)
 GPT2_MAX_FEWSHOT_0SHOT = 0.2      # accuracy with no example: the rule cannot be known
 GPT2_MIN_FEWSHOT_4SHOT = 0.8      # accuracy with four examples
-N_FEWSHOT = 480                   # chapter 4's prompts (seed 0)
+N_FEWSHOT = 480                   # held-out-format prompts (seed 0)
 
 TINY = dict(n_embd=32, n_layer=1, n_head=2, n_inner=64, n_positions=32, block_size=16, batch_size=4,
             steps=3, warmup=1, corpus_words=2_000, eval_every=0)

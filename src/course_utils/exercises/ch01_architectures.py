@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .. import modelinfo
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, pick, register
 
 __all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "gpt2_forward_flops",
            "count_parameters_reference", "llama_parameter_count_reference", "moe_parameter_counts_reference",
@@ -84,7 +84,14 @@ def _cases() -> list[Case]:
         Case("a module with buffers", (TinyMaskedBlock(),)),
         Case("partly frozen", (_frozen_model(),)),
         Case("no parameters at all", (nn.ReLU(),)),
+        Case("random layer sizes", (_random_stack(),)),
     ]
+
+
+def _random_stack() -> nn.Module:
+    """Linear layers of sizes drawn under the run's seed (a table of counts by architecture fails)."""
+    a, b, c = draw(2, 40), draw(2, 40), draw(1, 40)
+    return nn.Sequential(nn.Linear(a, b), nn.GELU(), nn.Linear(b, c, bias=bool(draw(0, 1))), nn.LayerNorm(c))
 
 
 # --- the classic mistakes, each a function with the student's signature -------------------
@@ -199,7 +206,16 @@ def _llama_cases() -> list[Case]:
         Case("head_dim set explicitly (32, not hidden/heads = 16)", (_llama_config(
             vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False),)),
+        Case("a random toy", (_random_llama(),)),
     ]
+
+
+def _random_llama() -> Any:
+    heads = pick((2, 4, 6, 8))
+    return _llama_config(vocab_size=draw(100, 3000), hidden_size=heads * pick((8, 16)),
+                         intermediate_size=draw(16, 300), num_hidden_layers=draw(1, 4), num_attention_heads=heads,
+                         num_key_value_heads=pick([k for k in (1, 2, heads) if heads % k == 0]),
+                         tie_word_embeddings=bool(draw(0, 1)))
 
 
 def _llama_formula(cfg: Any, *, gqa: bool = True, mlp_mats: int = 3, tied: bool | None = None,
@@ -291,7 +307,16 @@ def _moe_cases() -> list[Case]:
             vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
             num_attention_heads=6, num_key_value_heads=3, num_local_experts=16, num_experts_per_tok=4,
             tie_word_embeddings=True),)),
+        Case("a random toy", (_random_mixtral(),)),
     ]
+
+
+def _random_mixtral() -> Any:
+    heads, experts = pick((2, 4)), draw(2, 8)
+    return _mixtral_config(vocab_size=draw(100, 1000), hidden_size=heads * 8, intermediate_size=draw(16, 100),
+                           num_hidden_layers=draw(1, 3), num_attention_heads=heads,
+                           num_key_value_heads=pick((1, heads)),
+                           num_local_experts=experts, num_experts_per_tok=draw(1, experts))
 
 
 def _moe_formula(cfg: Any, *, active_all: bool = False, router: bool = True, mlp_mats: int = 3,
@@ -371,7 +396,15 @@ def _flops_cases() -> list[Case]:
         Case("toy with n_inner = 3C, T = 7", (_gpt2_config(n_layer=2, n_embd=32, n_head=4, vocab_size=97,
                                                             n_positions=16, n_inner=96), 7)),
         Case("GPT-2 medium, T = 256", (_gpt2_config(n_layer=24, n_embd=1024, n_head=16), 256)),
+        Case("a random toy", _random_gpt2()),
     ]
+
+
+def _random_gpt2() -> tuple[Any, int]:
+    heads = pick((2, 4))
+    C = heads * pick((8, 16))
+    return _gpt2_config(n_layer=draw(1, 3), n_embd=C, n_head=heads, vocab_size=draw(50, 500), n_positions=64,
+                        n_inner=pick((None, 3 * C))), draw(1, 64)
 
 
 def _flops_formula(cfg: Any, T: int, *, head: bool = True, attention: float = 1.0, factor: int = 2,

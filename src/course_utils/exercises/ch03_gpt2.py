@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, random_text, register
 
 # =========================================================================== 1. attention + KV cache
 # attn: an object with attn.c_attn (C -> 3C), attn.c_proj (C -> C) (nn.Linear modules: call them)
@@ -227,6 +227,7 @@ def _wordpiece_cases() -> list[Case]:
         Case("a piece missing from the vocabulary", ("snowman☃ melts", vocab)),
         Case("a word longer than 100 characters", ("a" * 120 + " end", vocab)),
         Case("tabs and newlines", ("line one\tline two\nthree  spaces", vocab)),
+        Case("random words", (random_text(draw(4, 12)), vocab)),
     ]
 
 
@@ -304,7 +305,13 @@ def _position_cases() -> list[Case]:
         Case("3 prompts of lengths 5, 2, 4", (_left_mask([5, 2, 4], 5),)),
         Case("no padding at all", (_left_mask([3, 3], 3),)),
         Case("one token after 6 pads", (_left_mask([1, 7], 7),)),
+        Case("random lengths", _random_left_mask()),
     ]
+
+
+def _random_left_mask() -> tuple[torch.Tensor]:
+    T = draw(2, 12)
+    return (_left_mask([draw(1, T) for _ in range(draw(1, 4))], T),)
 
 
 left_padded_position_ids = register(Checker(
@@ -366,6 +373,7 @@ def _decode_cases() -> list[Case]:
         Case("newline, tab and trailing spaces", (tok.tokenize("Line one\n\tLine two  "),)),
         Case("emoji split across tokens", (tok.tokenize(" 🦒 and 🦙 emoji"),)),
         Case("stopped in the middle of a character", (giraffe_llama[:-1],)),
+        Case("random words", (tok.tokenize(" " + random_text(draw(3, 10))),)),
     ]
 
 

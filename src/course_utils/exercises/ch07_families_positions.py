@@ -28,7 +28,7 @@ from transformers import LlamaConfig, T5Config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, pick, register
 
 
 # --------------------------------------------------------------------------- T5 buckets
@@ -86,6 +86,8 @@ def _t5_cases() -> list[Case]:
         Case("8 buckets, max_distance 20", (offsets,), {"num_buckets": 8, "max_distance": 20}),
         Case("decoder, 16 buckets, max_distance 64", (offsets,),
              {"bidirectional": False, "num_buckets": 16, "max_distance": 64}),
+        Case("random offsets, buckets and distance", (torch.randint(-500, 501, (draw(5, 40),)),),
+             {"bidirectional": bool(draw(0, 1)), "num_buckets": pick((8, 16, 32, 64)), "max_distance": draw(20, 300)}),
     ]
 
 
@@ -233,6 +235,9 @@ def _llama3_cases() -> list[Case]:
         Case("Llama 3.2: factor 32", (64, 500000.0, 32.0, 1.0, 4.0, 8192)),
         Case("head 64, base 10000, factor 4, original 2048", (64, 10000.0, 4.0, 1.0, 4.0, 2048)),
         Case("low 2, high 8, original 1024", (96, 10000.0, 2.0, 2.0, 8.0, 1024)),
+        Case("random head, base, factors and length", (pick((32, 64, 96, 128)), pick((10000.0, 500000.0)),
+                                                      float(draw(2, 16)), 1.0, float(draw(2, 8)),
+                                                      pick((1024, 2048, 4096, 8192)))),
     ]
 
 

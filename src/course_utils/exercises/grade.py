@@ -58,10 +58,13 @@ class Limits:
     max_output_mb: float = 5.0         #: output a notebook may print before it is stopped
     max_file_mb: float = 20.0          #: larger submitted files are not run
     kernel: str = "python3"
+    memory_gb: float = 4.0             #: address space of each kernel (RLIMIT_AS); 0: no limit
+    max_disk_mb: float = 500.0         #: what a kernel may write in its folders (and the largest file)
 
     def for_worker(self) -> dict[str, Any]:
         return {"cell_timeout": self.cell_timeout, "notebook_timeout": self.notebook_timeout,
-                "max_output_bytes": int(self.max_output_mb * 1e6), "kernel": self.kernel}
+                "max_output_bytes": int(self.max_output_mb * 1e6), "kernel": self.kernel,
+                "memory_bytes": int(self.memory_gb * 2**30), "max_disk_bytes": int(self.max_disk_mb * 1e6)}
 
 
 @dataclass
@@ -72,7 +75,19 @@ class Row:
     feedback: str
 
     def as_csv(self) -> list[str]:
-        return [self.student, self.exercise, "1" if self.passed else "0", self.feedback]
+        return [safe_cell(self.student), safe_cell(self.exercise), "1" if self.passed else "0",
+                safe_cell(_one_line(self.feedback))]
+
+
+#: A spreadsheet reads a cell that starts with one of these as a formula.
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def safe_cell(text: str) -> str:
+    """``text`` as a spreadsheet shows it, never runs it: one line, and a leading ``'`` where it
+    would start a formula (``=HYPERLINK(...)``, ``+``, ``-``, ``@``)."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 @dataclass
@@ -99,7 +114,7 @@ def load_submission(path: Path, student: str, limits: Limits) -> Submission:
     """Read and validate one file; ``problem`` says why it cannot be graded."""
     import nbformat
 
-    from .student import CHECK_CALL, _source
+    from .student import CHECK_CALL, cell_source
 
     sub = Submission(path, student)
     size = path.stat().st_size
@@ -131,7 +146,7 @@ def load_submission(path: Path, student: str, limits: Limits) -> Submission:
     course = nb.metadata.get("course")
     declared = course.get("exercises", []) if isinstance(course, dict) else []
     sub.declared = [n for n in declared if isinstance(n, str)] if isinstance(declared, list) else []
-    found = [n for c in nb.cells if c.cell_type == "code" for n in CHECK_CALL.findall(_source(c))]
+    found = [n for c in nb.cells if c.cell_type == "code" for n in CHECK_CALL.findall(cell_source(c))]
     sub.exercises = list(dict.fromkeys(sub.declared + found))
     return sub
 
@@ -144,18 +159,26 @@ class Worker:
     deadline, the worker and that kernel are killed and a fresh worker takes the next one.
     """
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, home: Path | None = None) -> None:
         self.log = log
+        self.home = home or log.parent  #: its working folder: nothing of the instructor's there
         self.proc: subprocess.Popen | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.nonce = secrets.token_hex(16)
 
     def _start(self) -> subprocess.Popen:
         self.lines = queue.Queue()
+        self.home.mkdir(parents=True, exist_ok=True)
+        # -P (Python 3.11+): the working folder is not an import path, so it cannot reach the kernels'.
+        safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+        env = dict(os.environ, COURSE_GRADER_PID=str(os.getpid()))
+        if env.get("PYTHONPATH"):  # the worker runs elsewhere: relative entries are made absolute here
+            env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "course_utils.exercises._grade_worker"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                    start_new_session=True, text=True, bufsize=1)
+            proc = subprocess.Popen([sys.executable, *safe_path, "-m", "course_utils.exercises._grade_worker"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=self.home,
+                                    env=env, start_new_session=True, text=True, bufsize=1)
+        _RUNNING.add(proc)
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(self.nonce + "\n")
         proc.stdin.flush()
@@ -214,6 +237,7 @@ class Worker:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        _RUNNING.discard(self.proc)
         self.proc = None
 
 
@@ -233,9 +257,29 @@ def run_submission(sub: Submission, expected: list[str], limits: Limits, worker:
         except ValueError:
             pass
     if answer is None:
-        return {}, {"status": "killed", "message": f"the notebook did not finish within {limits.notebook_timeout:g} s "
+        return {}, {"status": "killed", "message": f"the notebook timed out after {limits.notebook_timeout:g} s "
                                                     "and was stopped (an infinite loop that ignores interrupts?)"}
     return answer.get("verdicts", {}), answer.get("status", {})
+
+
+#: Every worker process now running, and the grading folders, for the signal handler.
+_RUNNING: set[subprocess.Popen] = set()
+_ROOTS: list[Path] = []
+
+
+def _stop_everything(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM: kill every worker and kernel, remove the grading folders, exit."""
+    for proc in list(_RUNNING):
+        _kill_group(proc.pid)
+    for root in _ROOTS:
+        for pid_file in root.glob("*/kernel.pid"):
+            try:
+                _kill_group(int(pid_file.read_text()))
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"grading stopped (signal {signum}); workers and kernels ended", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def _kill_group(pid: int) -> None:
@@ -250,13 +294,15 @@ def _reason_missing(exercise: str, status: dict[str, Any]) -> str:
     """Why a notebook that ran has no result for ``exercise``."""
     cell = status.get("check_cells", {}).get(exercise)
     stopped = status.get("status") not in ("ok", None)
+    if cell is None and "check_cells" not in status:  # the notebook was never looked at (killed, failed)
+        return f"not graded: {status.get('message') or 'the grader could not run the notebook'}"
     if cell is None:
         text = (f"missing: the notebook has no check.{exercise}(...) call — was the exercise's check cell "
                 "deleted? Restore it and run it.")
     elif str(cell) in status.get("cell_errors", {}):
         text = f"the check cell (cell {cell}) raised {status['cell_errors'][str(cell)]}"
         if cell in status.get("stopped_cells", []):
-            text += " (it was stopped: it ran too long)"
+            text += f" (it timed out after {status.get('stopped_after', '?')} s and was stopped)"
     elif stopped:
         text = f"not graded: {status.get('message')}"
         return text
@@ -266,7 +312,8 @@ def _reason_missing(exercise: str, status: dict[str, Any]) -> str:
     parts = [text.rstrip(".") + "."]
     stopped_cells = [c for c in status.get("stopped_cells", []) if c != cell]
     if stopped_cells:
-        parts.append(f"Note: cell {stopped_cells[0]} was stopped at the per-cell time limit (an infinite loop?).")
+        parts.append(f"Note: cell {stopped_cells[0]} timed out after {status.get('stopped_after', '?')} s (the "
+                     "per-cell limit) and was stopped (an infinite loop?).")
     if stopped:
         parts.append(f"Then {status.get('message')}.")
     return " ".join(parts)
@@ -311,10 +358,26 @@ def expected_exercises(submissions: Iterable[Submission], exercises: str | None 
     return union
 
 
+def _printable(name: str) -> str:
+    return "".join(ch if ch.isprintable() and ch not in "/\\" else "_" for ch in name)
+
+
 def student_names(paths: list[Path]) -> dict[Path, str]:
-    """``alice.ipynb`` -> ``alice``; the full file name where two files share a stem."""
-    stems = [p.stem for p in paths]
-    return {p: (p.stem if stems.count(p.stem) == 1 else p.name) for p in paths}
+    """``alice.ipynb`` -> ``alice``; the full file name where two files share a stem. A name
+    comes only from the file's name, on one line (a newline or other control character
+    becomes ``_``), and is unique (``~2`` ... where two would be the same)."""
+    stems = [_printable(p.stem) for p in paths]
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path, stem in zip(paths, stems):
+        name = stem if stems.count(stem) == 1 else _printable(path.name)
+        base, k = name or "_", 2
+        name = base
+        while name in taken:
+            name, k = f"{base}~{k}", k + 1
+        taken.add(name)
+        names[path] = name
+    return names
 
 
 def write_feedback(folder: Path, student: str, source: str, rows: list[Row]) -> Path:
@@ -323,7 +386,8 @@ def write_feedback(folder: Path, student: str, source: str, rows: list[Row]) -> 
     lines = [f"# Feedback: {student}", "", f"Submission: `{source}` — {passed} of {len(rows)} exercises passed.", ""]
     for row in rows:
         lines += [f"## {row.exercise}: {'passed' if row.passed else 'not passed'}", "", row.feedback, ""]
-    path = folder / f"{student}.md"
+    stem = student.lstrip(".") or "_"
+    path = folder / f"{stem}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -335,6 +399,26 @@ def _isolation_line(report: dict[str, Any] | None) -> str:
         return "isolation: " + "; ".join(report["isolation"])
     return "isolation: NONE — " + "; ".join(report.get("problems", [])) + \
         " (kernels run as your user and could read or change your files)"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout course_utils is imported from (chapters with solutions), if it is one."""
+    here = Path(__file__).resolve().parents[2]  # src/ for a checkout, site-packages when installed
+    for candidate in (here.parent, here):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "chapters").is_dir():
+            return candidate
+    return None
+
+
+def hidden_folders(submissions: Path, feedback: Path, out: Path, root: Path) -> list[str]:
+    """What a kernel must not see even where the rest of the file system shows: the
+    submissions, the feedback and results folders, the grading folder, the grader's working
+    folder and the checkout the grader runs from."""
+    folders = [submissions.resolve(), feedback.resolve(), out.resolve().parent, root.resolve(), Path.cwd().resolve()]
+    checkout = checkout_root()
+    if checkout is not None:
+        folders.append(checkout)
+    return list(dict.fromkeys(str(f) for f in folders))
 
 
 def grade_folder(folder: Path, out: Path, feedback_dir: Path | None = None, *, exercises: str | None = None,
@@ -361,13 +445,18 @@ def grade_folder(folder: Path, out: Path, feedback_dir: Path | None = None, *, e
     if progress:
         print(f"inputs made with seed {seed} (--seed {seed} makes the same ones again)", file=sys.stderr, flush=True)
     root = Path(tempfile.mkdtemp(prefix="grade-"))
+    _ROOTS.append(root)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _stop_everything)
     feedback_dir.mkdir(parents=True, exist_ok=True)  # exists from the start, so that kernels never see it
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
     checker_specs = [str(Path(c).resolve()) if c.endswith(".py") else c for c in checkers]
     options = {"seed": seed, "isolation": isolation, "checkers": checker_specs,
-               "hide": [str(folder.resolve()), str(feedback_dir), str(root)]}
+               "hide": hidden_folders(folder, feedback_dir, out, root)}
     workers: queue.Queue[Worker] = queue.Queue()
     for k in range(max(1, jobs)):
-        workers.put(Worker(root / f"worker-{k}.log"))
+        workers.put(Worker(root / f"worker-{k}.log", root / f"worker-{k}"))
     reports: list[dict[str, Any]] = []
 
     def one(item: tuple[int, Submission]) -> list[Row]:
@@ -425,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-output-mb", type=float, default=Limits.max_output_mb)
     parser.add_argument("--max-file-mb", type=float, default=Limits.max_file_mb)
     parser.add_argument("--kernel", default=Limits.kernel, help="Jupyter kernel name")
+    parser.add_argument("--memory-gb", type=float, default=Limits.memory_gb,
+                        help="address space of each kernel in GiB (0: no limit)")
+    parser.add_argument("--max-disk-mb", type=float, default=Limits.max_disk_mb,
+                        help="what a kernel may write in its own folders")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the inputs the grader makes (default: a random one, printed)")
@@ -433,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkers", action="append", default=[],
                         help="an extra checker module (name or .py file); repeat for more")
     args = parser.parse_args(argv)
-    limits = Limits(args.cell_timeout, args.timeout, args.max_output_mb, args.max_file_mb, args.kernel)
+    limits = Limits(args.cell_timeout, args.timeout, args.max_output_mb, args.max_file_mb, args.kernel,
+                    args.memory_gb, args.max_disk_mb)
     rows = grade_folder(args.submissions, args.out, args.feedback_dir, exercises=args.exercises,
                         assignment=args.assignment, limits=limits, jobs=args.jobs, seed=args.seed,
                         isolation=args.isolation, checkers=args.checkers)

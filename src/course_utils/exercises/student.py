@@ -87,9 +87,13 @@ def _tags(cell: Any) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def _source(cell: Any) -> str:
+def cell_source(cell: Any) -> str:
+    """A cell's source as one string (nbformat allows a list of lines)."""
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else str(src)
+
+
+_source = cell_source
 
 
 def _gates(cell: Any) -> list[str]:
