@@ -34,7 +34,7 @@ def test_every_chapter_registers_checkers():
 
     assert import_errors() == {}
     modules = {get_checker(name).module for name in NAMES}
-    for chapter in ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch08", "ch09"):
+    for chapter in ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch09"):
         handed_out = [n for n in NAMES if chapter in (get_checker(n).module or "")]
         assert len(handed_out) >= 3, (chapter, handed_out, modules)
 
@@ -170,8 +170,8 @@ def test_survives_garbage(name: str, garbage: str, monkeypatch: pytest.MonkeyPat
             return original_call(obj, case)
 
         monkeypatch.setattr(checker, "call", call)
-        probe = checker._seeded(lambda: list(checker.cases()))[0]
-        expected = checker._seeded(lambda: original_call(checker.reference, probe))
+        probe = checker.seeded(lambda: list(checker.cases()))[0]
+        expected = checker.seeded(lambda: original_call(checker.reference, probe))
         if compare(expected, _leaves(expected, transform), atol=checker.atol, rtol=checker.rtol) is None:
             pytest.skip(f"{garbage} does not change this checker's output")
         submission = garbage_fn

@@ -2,7 +2,7 @@
 wrong answers keep their grades.
 
 The grader computes every verdict in its own process, from outputs of the student's
-function on inputs it made (see course_utils.exercises._grade_worker); these submissions try
+function on inputs it made (see course_grading._grade_worker); these submissions try
 everything a student's kernel can do about that: forge result files, patch the checkers and
 torch, return objects that claim equality, print pass lines, kill processes, call the
 course's own implementation, and look at (or into) the other submissions.
@@ -23,7 +23,7 @@ import nbformat
 import pytest
 from test_grading import BOOK_NB, COUNT_OK, SOFTMAX_DIM0, SOFTMAX_OK, new_run, run_grader
 
-from course_utils.exercises import student
+from course_grading import student
 
 CP, SM = "count_parameters", "demo_softmax"
 STUB = None  # leave the stub as handed out
@@ -162,6 +162,20 @@ REFERENCE_ROUTES = {
 MEMORY_HOG = "def count_parameters(model):\n    return int(torch.ones(2**31).sum())  # 8 GiB\n"
 DISK_FILLER = ("with open('big1.bin', 'wb') as fh:\n    fh.write(b'x' * 15_000_000)\n"
                "with open('big2.bin', 'wb') as fh:\n    fh.write(b'x' * 15_000_000)\n")
+# A student who read the grader's source imports it in the kernel (to build its inputs, or its
+# expected outputs, from the seed): the answer turns wrong wherever anything of it is reachable.
+USES_GRADER = ("import importlib, os, course_utils\n"
+               "found = []\n"
+               "for name in ('course_grading', 'course_grading.grade', 'course_grading._grade_worker'):\n"
+               "    try:\n"
+               "        found.append(importlib.import_module(name).__name__)\n"
+               "    except ImportError as exc:\n"
+               "        print('ImportError:', exc)\n"
+               "beside = os.path.join(os.path.dirname(os.path.dirname(course_utils.__file__)), 'course_grading')\n"
+               "found += [f for f in (os.listdir(beside) if os.path.isdir(beside) else []) if f.endswith('.py')\n"
+               "          and f != '__init__.py']\n\n"
+               "def count_parameters(model):\n"
+               "    return -1 if found else sum(p.numel() for p in model.parameters())\n")
 COUNT_VIA_PACKAGE = ("import importlib\n"
                      "info = importlib.import_module('course_utils.' + 'modelinfo')  # no name to read\n\n"
                      "def count_parameters(model):\n"
@@ -209,6 +223,7 @@ SUBMISSIONS = {
     "calls_reference": dict(answers=[COUNT_VIA_REFERENCE, SOFTMAX_OK]),
     "calls_package": dict(answers=[COUNT_VIA_PACKAGE, SOFTMAX_OK]),
     **{name: dict(answers=[code, SOFTMAX_OK]) for name, code in REFERENCE_ROUTES.items()},
+    "uses_grader": dict(answers=[USES_GRADER, SOFTMAX_OK]),
     "memory_hog": dict(answers=[MEMORY_HOG, SOFTMAX_OK]),
     "disk_filler": dict(answers=[COUNT_OK, SOFTMAX_OK], before_checks=DISK_FILLER),
 }
@@ -288,6 +303,41 @@ def test_the_reference_however_reached_grades_zero(attacked, name):
     assert rows[name, SM]["passed"] == "1", rows[name, SM]
 
 
+def test_the_grading_package_is_hidden_from_a_graded_kernel(attacked):
+    """``import course_grading`` (and its modules) fails in the kernel and its files are not there,
+    so the submission's honest answer is all that is graded: it passes."""
+    if not _isolation_available():
+        pytest.skip("Linux namespaces are not available here: the grading package is importable in the kernel")
+    rows, _ = attacked
+    assert rows["uses_grader", CP]["passed"] == "1", rows["uses_grader", CP]
+    assert rows["uses_grader", SM]["passed"] == "1", rows["uses_grader", SM]
+
+
+def test_a_masked_package_fails_to_import(tmp_path):
+    """The sandbox's --mask: a package folder on an import path is covered by one whose import
+    raises ImportError (an empty folder would import, as a namespace package)."""
+    from course_grading import _grade_worker, _sandbox
+
+    if not _isolation_available():
+        pytest.skip("Linux namespaces are not available here")
+    package = tmp_path / "lib" / "secret_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("ANSWER = 42\n")
+    (package / "answers.py").write_text("ANSWER = 42\n")
+    code = ("import os, sys\nsys.path.insert(0, sys.argv[1])\ntry:\n    import secret_pkg\n    print('imported')\n"
+            "except ImportError as exc:\n    print('ImportError:', exc)\nprint(sorted(os.listdir(sys.argv[2])))\n")
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-I", _sandbox.__file__, "--report", str(report), "--cwd", "/",
+                           *[a for p in _grade_worker.import_paths(dict(os.environ)) for a in ("--ro", p)],
+                           "--ro", str(tmp_path / "lib"), "--mask", str(package), "--",
+                           sys.executable, "-I", "-c", code, str(tmp_path / "lib"), str(package)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["ImportError: secret_pkg is not available in a graded kernel",
+                                        "['__init__.py']"], proc.stdout + proc.stderr
+    assert str(package) in json.loads(report.read_text())["isolation"][1]
+
+
 def test_memory_limit(attacked):
     rows, _ = attacked
     row = rows["memory_hog", CP]
@@ -320,7 +370,7 @@ def test_a_graded_kernel_holds_no_reference():
 # --------------------------------------------------------------------------- isolation
 
 def _isolation_available() -> bool:
-    from course_utils.exercises import _sandbox
+    from course_grading import _sandbox
 
     probe = subprocess.run([sys.executable, "-I", _sandbox.__file__, "--report", "/dev/stdout", "--cwd", "/",
                             "--", "true"], capture_output=True, text=True)
@@ -566,7 +616,7 @@ def test_results_csv_is_safe_in_a_spreadsheet(tmp_path):
     """Student names come from file names, on one line; a cell that would start a formula does not."""
     import csv
 
-    from course_utils.exercises import grade
+    from course_grading import grade
 
     names = ['=HYPERLINK("x","y")', "+1", "-2", "@SUM(A1)", "a,b", 'say "hi"', "two\nlines", "two_lines",
              "plain"]
@@ -592,7 +642,7 @@ def test_results_csv_is_safe_in_a_spreadsheet(tmp_path):
 
 def test_a_notebook_stopped_for_time_says_so():
     """A notebook the grader had to kill (it ignored interrupts) is not 'missing a check cell'."""
-    from course_utils.exercises import grade
+    from course_grading import grade
 
     killed = {"status": "killed", "message": "the notebook timed out after 150 s and was stopped (an infinite "
                                              "loop that ignores interrupts?)"}

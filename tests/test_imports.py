@@ -14,7 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "course_utils"
-PACKAGES = (PACKAGE, "course_book")  # the runtime students install, and the book's Sphinx extensions
+PACKAGES = (PACKAGE, "course_book", "course_grading")  # the runtime, the site's Sphinx extensions, the grader
 
 
 def _module_name(path: Path) -> str:
@@ -160,5 +160,19 @@ def test_the_runtime_needs_no_book_and_runs_no_repository_script():
     book_imports = {name: deps for name, deps in graph.items()
                     if name.startswith(PACKAGE + ".") and any(d.startswith("course_book") for d in deps)}
     assert not book_imports
+    grader_imports = {name: deps for name, deps in graph.items()
+                      if name.startswith(PACKAGE + ".") and any(d.startswith("course_grading") for d in deps)}
+    assert not grader_imports  # a notebook (and a graded kernel, where it is hidden) never needs the grader
     runs_scripts = [name for name, path in MODULES.items() if re.search(r"""["']scripts["']""", path.read_text())]
     assert not runs_scripts
+
+
+def test_the_old_grader_commands_forward_to_course_grading():
+    # `python -m course_utils.exercises.grade|student` (the commands before course_grading) still
+    # work: they say where the tool is now and run it with the same arguments.
+    for tool in ("grade", "student"):
+        run = subprocess.run([sys.executable, "-m", f"course_utils.exercises.{tool}", "--help"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"is deprecated: use python -m course_grading.{tool}" in run.stderr
+        assert run.stdout.startswith(f"usage: python -m course_grading.{tool}"), run.stdout[:300]

@@ -41,7 +41,7 @@ def book(tmp_path: Path) -> Path:
 
 
 def test_every_chapter_1_to_6_has_an_exercise_page():
-    assert [p.name[:2] for p in _exercise_pages()] == ["01", "02", "03", "04", "05", "06", "08", "09"]
+    assert [p.name[:2] for p in _exercise_pages()] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 def test_moving_leaves_summary_and_a_link_and_nothing_else(book: Path):

@@ -169,7 +169,7 @@ def serve(name: str, inputs: str, out: str, token: str = "") -> None:
 
     ``token`` is this submission's secret, written back so that the grader can tell its own
     kernel's answer from any other file."""
-    encoder = _plain._Encoder()
+    encoder = _plain.Encoder()
     document: dict[str, Any] = {"exercise": name, "token": token}
     try:
         given, obj = submitted(name)
@@ -184,7 +184,7 @@ def serve(name: str, inputs: str, out: str, token: str = "") -> None:
     _plain.save(Path(out), document, encoder.tensors)
 
 
-def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: _plain._Encoder) -> None:
+def _serve(name: str, obj: Any, inputs: str, document: dict[str, Any], encoder: _plain.Encoder) -> None:
     checker = get_checker(name)
     document["submitted"] = {"type": type_name(obj), "describe": describe(obj), "callable": callable(obj),
                              "name": str(getattr(obj, "__name__", ""))[:100], "course": course_name(obj)}

@@ -53,20 +53,20 @@ class Opaque:
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 
 
-def _safe_name(name: Any) -> str:
+def safe_name(name: Any) -> str:
     text = _NAME.sub("_", str(name))[:60]
     return text or "object"
 
 
 def opaque(type_name: str, text: str) -> Opaque:
     """An :class:`Opaque` whose ``type(obj).__name__`` is ``type_name`` (for messages)."""
-    cls = type(_safe_name(type_name).split(".")[-1] or "object", (Opaque,), {})
+    cls = type(safe_name(type_name).split(".")[-1] or "object", (Opaque,), {})
     return cls(type_name, str(text)[:200])
 
 
 # --------------------------------------------------------------------------- kernel side
 
-class _Encoder:
+class Encoder:
     """Turns values into JSON trees; every tensor goes into ``tensors`` (one safetensors file).
 
     ``top(obj)`` encodes one value with its own size budget; ``top(obj, inputs=True)`` encodes
@@ -152,7 +152,7 @@ class _Encoder:
 
 def encode(obj: Any, inputs: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
     """``(json_tree, tensors)``: ``obj`` as plain data (used in the student's kernel)."""
-    enc = _Encoder()
+    enc = Encoder()
     tree = enc.top(obj, inputs)
     return tree, enc.tensors
 

@@ -296,7 +296,6 @@ class Checker:
             message += f"\n   Hint: {hint}"
         return CheckResult(self.name, False, message, stage=stage, case=case.name if case else None, hint=hint)
 
-    _fail = fail  # the former private name (checker modules may still use it)
 
     def seeded(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` under ``torch.manual_seed(self.seed)``, the caller's random state kept."""
@@ -306,7 +305,6 @@ class Checker:
             torch.manual_seed(self.seed)
             return fn()
 
-    _seeded = seeded
 
     def _run(self, submission: Any) -> CheckResult:
         if self.kind == "value":
@@ -318,7 +316,7 @@ class Checker:
         for case in cases:
             expected = self.expected(case)
             given = _copy_case(case)
-            outcome = run_limited(lambda: self._seeded(lambda: self.call(submission, given)),  # noqa: B023 - run at once
+            outcome = run_limited(lambda: self.seeded(lambda: self.call(submission, given)),  # noqa: B023 - run at once
                                   self.timeout)
             ran = not (self.allow_mutation or outcome.error is not None or outcome.timed_out)
             mutated = self.mutated(case, given) if ran else None
@@ -339,7 +337,7 @@ class Checker:
 
     def expected(self, case: Case) -> Any:
         """The reference's output on a fresh copy of ``case``."""
-        return self._seeded(lambda: self.call(self.reference, _copy_case(case)))
+        return self.seeded(lambda: self.call(self.reference, _copy_case(case)))
 
     def passed(self, cases: Sequence[Case]) -> CheckResult:
         return CheckResult(self.name, True, f"{PASS_MARK} check.{self.name} passed "
@@ -377,7 +375,7 @@ class Checker:
         if submission is None:
             return self.fail("type", "the value is None — not done yet? Compute it in the cell above "
                                       "(and run that cell) before checking.")
-        return self.judge_value(self._seeded(self.reference), submission)
+        return self.judge_value(self.seeded(self.reference), submission)
 
     def judge_value(self, expected: Any, submission: Any,
                     prepare: Callable[[Any], Any] | None = None) -> CheckResult:
@@ -388,7 +386,7 @@ class Checker:
         hint = None
         for mistake in self.mistakes:
             try:
-                wrong = self._seeded(mistake.fn)
+                wrong = self.seeded(mistake.fn)
                 if prepare is not None:
                     wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run here says nothing
@@ -444,7 +442,7 @@ class Checker:
         """The hint of the first known mistake whose output equals the student's."""
         for mistake in self.mistakes:
             try:
-                wrong = self._seeded(lambda: self.call(mistake.fn, _copy_case(case)))  # noqa: B023 - run at once
+                wrong = self.seeded(lambda: self.call(mistake.fn, _copy_case(case)))  # noqa: B023 - run at once
                 if prepare is not None:
                     wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run on this case says nothing
@@ -530,6 +528,16 @@ def hand_over(name: str, submission: Any) -> None:
     """Grading mode: keep ``submission`` for the grader's driver; judge nothing."""
     _SUBMITTED[name] = submission
     print(f"check.{name}: handed to the grader.")
+
+
+def withdraw(name: str) -> None:
+    """Grading mode: forget what ``check.<name>`` was given (nothing handed over any more)."""
+    _SUBMITTED.pop(name, None)
+
+
+def handed_over() -> dict[str, Any]:
+    """What each ``check.<name>`` was last given in grading mode (a copy)."""
+    return dict(_SUBMITTED)
 
 
 def submitted(name: str) -> tuple[bool, Any]:

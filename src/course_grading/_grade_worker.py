@@ -1,6 +1,6 @@
 """The grader's worker: runs submissions in sandboxed kernels and judges them in its own process.
 
-``python -m course_utils.exercises._grade_worker`` reads, on stdin, a first line with a
+``python -m course_grading._grade_worker`` reads, on stdin, a first line with a
 secret (the nonce) and then one JSON task per line; for each it answers one line on stdout,
 ``RESULT <nonce> <json>``. A task names a submission's folder (its notebook is
 ``submission.ipynb`` there), the expected exercises, the limits, the seed of the inputs,
@@ -47,13 +47,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import _plain
-from ._limits import Outcome
-from .core import Case, Checker, CheckResult, get_checker
+import course_utils
+from course_utils.exercises import _plain
+from course_utils.exercises._limits import Outcome
+from course_utils.exercises.core import Case, Checker, CheckResult, get_checker
 
 GRADING_ENV = "COURSE_EXERCISES_GRADING"
 SANDBOX = str(Path(__file__).with_name("_sandbox.py"))
-_COURSE_ROOT = os.path.realpath(Path(__file__).resolve().parents[1]) + os.sep
+#: Where the course's code lives (course_utils: the references, the checkers), not the grader's.
+_COURSE_ROOT = os.path.realpath(Path(course_utils.__file__).resolve().parent) + os.sep
 
 
 # --------------------------------------------------------------------------- the exam (trusted)
@@ -139,7 +141,7 @@ def _rebuild_error(info: dict[str, Any]) -> BaseException:
     message = str(info.get("message", ""))[:2000]
     if info.get("builtin") and name in ("NotImplementedError", "SystemExit", "KeyboardInterrupt"):
         return getattr(builtins, name)(message)
-    cls = type(_plain._safe_name(name) or "Exception", (RemoteError,), {})
+    cls = type(_plain.safe_name(name) or "Exception", (RemoteError,), {})
     return cls(message)
 
 
@@ -336,8 +338,6 @@ def import_paths(env: dict[str, str], hidden: Sequence[str] = ()) -> list[str]:
     """Folders the kernel needs to see: Python's import paths, the interpreter, the installed
     course_utils, the model caches. A path that is, or holds, a ``hidden`` folder (the grader's
     working folder, the checkout with the chapters) is left out: it would show that folder."""
-    import course_utils
-
     paths = [p for p in sys.path if p]
     paths += env.get("PYTHONPATH", "").split(os.pathsep)
     paths += [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
@@ -353,6 +353,13 @@ def import_paths(env: dict[str, str], hidden: Sequence[str] = ()) -> list[str]:
             continue
         out.append(real)
     return out
+
+
+def grader_folders() -> list[str]:
+    """The grading package's own folder: it sits on the kernel's import paths (next to course_utils,
+    in site-packages or src/), so the sandbox covers it after bringing those paths back, and
+    ``import course_grading`` fails in a graded kernel."""
+    return [os.path.dirname(os.path.realpath(__file__))]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -530,6 +537,8 @@ class NotebookRun:
             args += ["--hide", path]
         for keep in import_paths(env, hidden):
             args += ["--ro", keep]
+        for path in grader_folders():
+            args += ["--mask", path]
         if self.memory_bytes:
             args += ["--memory-bytes", str(self.memory_bytes)]
         if self.disk_bytes:

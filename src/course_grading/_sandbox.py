@@ -1,13 +1,16 @@
 """Start a student's kernel with no network and nothing of the grader's in sight (Linux).
 
-``python -m course_utils.exercises._sandbox --report FILE --cwd DIR --rw DIR ... --hide DIR ...
--- COMMAND ...`` runs COMMAND (the kernel) in new mount, network, IPC and PID namespaces:
+``python -m course_grading._sandbox --report FILE --cwd DIR --rw DIR ... --hide DIR ...
+--ro DIR ... --mask DIR ... -- COMMAND ...`` runs COMMAND (the kernel) in new mount, network,
+IPC and PID namespaces:
 
 * the whole file system is read-only, except the ``--rw`` folders (its own working folder and
   the grader's exchange folder); ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run`` are empty
   (except the ``--ro`` folders under them: where Python finds its packages, the model cache);
 * every ``--hide`` folder (the submissions, the grader's output and working folders) is
   covered by an empty one: other students' notebooks and results cannot be read or written;
+* every ``--mask`` folder (the grading package, which sits on an import path next to
+  course_utils) is covered after the import paths come back: ``import course_grading`` fails;
 * no network interface but a loopback that is down (the kernel talks to the grader over
   Unix sockets in its exchange folder);
 * its own PID namespace: the grader's processes cannot be seen, signalled or traced;
@@ -117,8 +120,14 @@ def _bind_ro(fd: int, path: str) -> None:
     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = ()) -> bool:
-    """Enter the namespaces and set up the mounts (in this process); False if unavailable."""
+def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = (),
+            mask: Sequence[str] = ()) -> bool:
+    """Enter the namespaces and set up the mounts (in this process); False if unavailable.
+
+    ``mask``: folders covered after the ``ro`` folders come back (a folder inside one of them,
+    such as the grading package next to course_utils on an import path). A package folder is
+    covered by one whose ``__init__`` raises ImportError (an empty folder would still import,
+    as a namespace package)."""
     if not sys.platform.startswith("linux"):
         report["problems"].append(f"no namespaces on {sys.platform}")
         return False
@@ -177,12 +186,23 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence
     for path, fd in fds.items():
         _bind_rw(fd, path)
         os.close(fd)
+    for path in mask:  # a package there becomes one whose import fails, saying why
+        if os.path.isdir(path) and not _system_or_above(path):
+            package = os.path.isfile(os.path.join(path, "__init__.py"))
+            try:
+                _hide(path, size="1m")
+                if package:
+                    _write(os.path.join(path, "__init__.py"),
+                           f"raise ImportError({os.path.basename(path)!r} ' is not available in a graded kernel')\n")
+                covered.append(path)
+            except OSError:
+                report["problems"].append(f"could not hide {path}")
     for path in covered:  # the mount points are made: nothing more can be written there
         try:
             _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         except OSError:
             report["problems"].append(f"could not make {path} read-only")
-    report["isolation"] = ["read-only file system", "hidden: " + ", ".join(hide),
+    report["isolation"] = ["read-only file system", "hidden: " + ", ".join([*hide, *mask]),
                            "only system folders and import paths visible", "no network", "own PID namespace",
                            "own IPC namespace"]
     return True
@@ -230,12 +250,14 @@ def _finish(fh: Any, report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m course_utils.exercises._sandbox")
+    parser = argparse.ArgumentParser(prog="python -m course_grading._sandbox")
     parser.add_argument("--report", required=True)
     parser.add_argument("--cwd", required=True)
     parser.add_argument("--rw", action="append", default=[])
     parser.add_argument("--hide", action="append", default=[])
     parser.add_argument("--ro", action="append", default=[], help="folders to keep visible (read-only)")
+    parser.add_argument("--mask", action="append", default=[],
+                        help="folders covered even inside a --ro folder (the grading package: its import fails)")
     parser.add_argument("--memory-bytes", type=int, default=0, help="address space of the kernel (RLIMIT_AS)")
     parser.add_argument("--file-bytes", type=int, default=0, help="largest file the kernel may write (RLIMIT_FSIZE)")
     parser.add_argument("--off", action="store_true", help="no isolation (say so in the report)")
@@ -255,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             isolated = isolate([os.path.realpath(p) for p in args.rw], [os.path.realpath(p) for p in args.hide],
-                               report, [os.path.realpath(p) for p in args.ro])
+                               report, [os.path.realpath(p) for p in args.ro],
+                               [os.path.realpath(p) for p in args.mask])
         except OSError as exc:
             report["problems"].append(f"isolation failed part-way ({exc}); the kernel was not started")
             _finish(report_file, report)
