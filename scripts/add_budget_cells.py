@@ -38,8 +38,8 @@ SMOLLM2_NOTE = ("Offline, the first run on a new machine also dequantizes SmolLM
                 "(cached afterwards).")
 
 MEASURE_SOURCE = """\
-# The budget line at the top of this chapter comes from here: the time since the banner cell and
-# the peak memory of this run (glued into the page when the site is built).
+# The budget line at the top of this chapter comes from here: the time since the banner
+# cell and the peak memory of this run (glued into the page when the site is built).
 from course_utils.runtime import chapter_budget
 
 _ = chapter_budget()"""
