@@ -7,7 +7,7 @@
 It builds a class from the assignment's book edition (solutions inside the gated cells):
 half the students hand in the solutions, a quarter the untouched stubs, a quarter functions
 that return None (honest but wrong); then it grades the folder exactly as an instructor
-would (``python -m course_utils.exercises.grade ... --jobs J``) and prints students per
+would (``python -m course_grading.grade ... --jobs J``) and prints students per
 minute (wall clock) and the CPU seconds spent per student (grader, workers, sandboxes and
 kernels: every process under the grader, sampled from /proc every 0.1 s), with the load
 average before and after. A figure taken while other work shares the cores is only a lower
@@ -38,7 +38,7 @@ except ImportError:  # run from a checkout where the package is not installed: u
     sys.path.insert(0, str(ROOT / "src"))
 import nbformat  # noqa: E402
 
-from course_utils.exercises import student  # noqa: E402
+from course_grading import student  # noqa: E402
 
 
 def _tree_cpu(root: int, seen: dict[int, float]) -> None:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         subs = Path(tmp) / "submissions"
         kinds = make_class(args.assignment, subs, n)
-        cmd = [sys.executable, "-m", "course_utils.exercises.grade", str(subs), "--out", str(Path(tmp) / "r.csv"),
+        cmd = [sys.executable, "-m", "course_grading.grade", str(subs), "--out", str(Path(tmp) / "r.csv"),
                "--jobs", str(args.jobs), "--isolation", args.isolation, "--seed", "0", *extra]
         load_before = os.getloadavg()
         start = time.perf_counter()

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 set -a; . scripts/offline.env; set +a
 bash scripts/prepare_static.sh
-python -m course_utils.exercises.student --out student_edition/ --build-site "$@"
+python -m course_grading.student --out student_edition/ --build-site "$@"

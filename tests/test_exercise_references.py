@@ -48,7 +48,7 @@ def test_the_formulas_in_the_mistake_module_are_right_when_unmodified():
     for case in ch01._moe_cases():
         assert ch01._moe_formula(*case.args) == ch01.moe_parameter_counts_reference(*case.args), case.name
     for case in ch01._flops_cases():
-        assert ch01._flops_formula(*case.args) == ch01.gpt2_forward_flops_reference(*case.args), case.name
+        assert ch01._flops_formula(*case.args) == ch01.llama_forward_flops_reference(*case.args), case.name
 
 
 # =========================================================================== chapter 2
@@ -126,6 +126,33 @@ def test_packed_mask_makes_packed_documents_equal_documents_alone(offline):
 
 
 # =========================================================================== chapter 3
+
+def test_sliding_window_cache_reference_chained_equals_a_full_recompute():
+    """Fed in chunks, each carrying the rolling cache of `window` positions, the reference gives
+    what PyTorch's attention over the whole sequence with a sliding-window mask gives."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    C, nh, T, window = 16, 4, 11, 4
+    attn = ch03.AttentionWeights(C, nh)
+    x = torch.randn(2, T, C)
+    with torch.no_grad():
+        q, k, v = (t.view(2, T, nh, C // nh).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        mask = (j <= i) & (j > i - window)
+        full = attn.c_proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+                           .reshape(2, T, C))
+        for chunks in ([T], [1] * T, [3, 1, 5, 2]):
+            ys, past, start = [], None, 0
+            for n in chunks:
+                y, past = ch03.sliding_window_attention_with_cache_reference(attn, x[:, start:start + n], window, past)
+                ys.append(y)
+                start += n
+                assert past[0].size(2) == min(start, window)
+            torch.testing.assert_close(torch.cat(ys, dim=1), full, atol=1e-5, rtol=1e-5)
+        unswitched = ch03._window_attention(attn, x, window)
+        torch.testing.assert_close(unswitched[0], full, atol=1e-5, rtol=1e-5)
+
 
 TEXTS = ["Hello, World! It's 3.14 o'clock.", "unaffable tokenization of embeddings", "Café déjà vu — naïve façade",
          "snowman☃ melts", "a" * 120 + " end", "line one\tline two\nthree  spaces", "$100 + 5% = ^_^ {ok} <tag>",

@@ -1,4 +1,5 @@
-"""The package's modules import on their own, and no two of them import each other.
+"""The package's modules import on their own, and no two of them import each other
+(the contracts in .importlinter, checked by import-linter).
 
 A cycle (``a`` imports ``b``, which imports ``a``) works or breaks depending on which module a
 reader imports first; a deferred import inside a function hides it until that function runs.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "course_utils"
-PACKAGES = (PACKAGE, "course_book")  # the runtime students install, and the book's Sphinx extensions
+PACKAGES = (PACKAGE, "course_book", "course_grading")  # the runtime, the site's Sphinx extensions, the grader
 
 
 def _module_name(path: Path) -> str:
@@ -56,50 +57,45 @@ def imports_of(name: str, source: str) -> set[str]:
     return found
 
 
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """A cycle of the graph (``[a, b, ..., a]``), or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
-
-
 def package_graph() -> dict[str, set[str]]:
     return {name: imports_of(name, path.read_text()) for name, path in MODULES.items()}
 
 
-def test_the_package_has_no_import_cycle():
-    cycle = find_cycle(package_graph())
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+ROOT = SRC.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def test_the_cycle_finder_finds_a_deferred_cycle():
-    # the shape of the cycle this test was written for: runtime imported assets inside banner()
-    sources = {
-        f"{PACKAGE}.runtime": "import os\n\ndef banner():\n    from . import assets\n",
-        f"{PACKAGE}.assets": "from .runtime import is_online\n",
-        f"{PACKAGE}.online": "import socket\n",
-    }
-    graph = {name: imports_of(name, src) for name, src in sources.items()}
-    assert graph[f"{PACKAGE}.runtime"] == {f"{PACKAGE}.assets"}
-    assert find_cycle(graph) == [f"{PACKAGE}.assets", f"{PACKAGE}.runtime", f"{PACKAGE}.assets"]
-    graph[f"{PACKAGE}.assets"] = imports_of(f"{PACKAGE}.assets", "from .online import is_online\n")
-    assert find_cycle(graph) is None
+def _lint_imports(cwd: Path, *args: str, pythonpath: Path = SRC) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_import_contracts_hold():
+    """.importlinter: no import cycle (imports inside functions count), the runtime a notebook
+    imports does not import the grader, the sandbox imports nothing of the course."""
+    run = _lint_imports(ROOT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "0 broken" in run.stdout or "broken" not in run.stdout.split("Contracts:")[-1]
+
+
+def test_the_cycle_contract_finds_a_deferred_cycle(tmp_path):
+    # the shape of the cycle the hand-written finder was written for: runtime imported assets inside banner()
+    package = tmp_path / "demo_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "runtime.py").write_text("import os\n\ndef banner():\n    from . import assets\n")
+    (package / "assets.py").write_text("from .runtime import banner\n")
+    (package / "online.py").write_text("import socket\n")
+    config = tmp_path / "contracts.ini"
+    config.write_text("[importlinter]\nroot_package = demo_pkg\n\n[importlinter:contract:c]\nname = no cycles\n"
+                      "type = acyclic_siblings\nancestors =\n    demo_pkg\n")
+    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    assert run.returncode == 1 and "BROKEN" in run.stdout, run.stdout + run.stderr
+    assert "- .runtime -> .assets (1 import)" in run.stdout, run.stdout
+    (package / "assets.py").write_text("from .online import socket\n")
+    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_relative_imports_resolve_to_modules():
@@ -164,5 +160,19 @@ def test_the_runtime_needs_no_book_and_runs_no_repository_script():
     book_imports = {name: deps for name, deps in graph.items()
                     if name.startswith(PACKAGE + ".") and any(d.startswith("course_book") for d in deps)}
     assert not book_imports
+    grader_imports = {name: deps for name, deps in graph.items()
+                      if name.startswith(PACKAGE + ".") and any(d.startswith("course_grading") for d in deps)}
+    assert not grader_imports  # a notebook (and a graded kernel, where it is hidden) never needs the grader
     runs_scripts = [name for name, path in MODULES.items() if re.search(r"""["']scripts["']""", path.read_text())]
     assert not runs_scripts
+
+
+def test_the_old_grader_commands_forward_to_course_grading():
+    # `python -m course_utils.exercises.grade|student` (the commands before course_grading) still
+    # work: they say where the tool is now and run it with the same arguments.
+    for tool in ("grade", "student"):
+        run = subprocess.run([sys.executable, "-m", f"course_utils.exercises.{tool}", "--help"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"is deprecated: use python -m course_grading.{tool}" in run.stderr
+        assert run.stdout.startswith(f"usage: python -m course_grading.{tool}"), run.stdout[:300]

@@ -30,7 +30,7 @@ BERT_MIN_TOP1_VS_UNIGRAM = 1.2
 # In-context learning in formats no training document uses (chapter 4 glues the same two numbers)
 GPT2_MAX_FEWSHOT_0SHOT = 0.2      # accuracy with no example: the rule cannot be known
 GPT2_MIN_FEWSHOT_4SHOT = 0.8      # accuracy with four examples
-N_FEWSHOT = 480                   # chapter 4's prompts (seed 0)
+N_FEWSHOT = 480                   # held-out-format prompts (seed 0)
 
 TINY = dict(n_embd=32, n_layer=1, n_head=2, n_inner=64, n_positions=32, block_size=16, batch_size=4,
             steps=3, warmup=1, corpus_words=2_000, eval_every=0)

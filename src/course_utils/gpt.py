@@ -29,7 +29,7 @@ from .sampling import process_logits
 #: One layer's cache: (keys, values), each (B, nh, S, hs).
 LayerKV = tuple[torch.Tensor, torch.Tensor]
 
-_ACTIVATIONS = {  # Hugging Face's names -> the ``approximate`` argument of F.gelu
+GELU_APPROXIMATE = {  # Hugging Face's names -> the ``approximate`` argument of F.gelu
     "gelu_new": "tanh",           # GPT-2's GELU: the tanh approximation
     "gelu_pytorch_tanh": "tanh",
     "gelu": "none",               # the exact erf GELU (BERT)
@@ -54,8 +54,8 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is not one of {sorted(_ACTIVATIONS)}.")
+        if self.activation not in GELU_APPROXIMATE:
+            raise ValueError(f"activation={self.activation!r} is not one of {sorted(GELU_APPROXIMATE)}.")
         if self.attn_impl not in ("manual", "sdpa"):
             raise ValueError(f"attn_impl={self.attn_impl!r}: use 'manual' or 'sdpa'.")
 
@@ -95,12 +95,13 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_embd = config.n_head, config.n_embd
         self.attn_impl = config.attn_impl
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v projections in one matmul
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)      # output projection
         self.resid_dropout = nn.Dropout(config.dropout)
         self.attn_dropout_p = config.dropout
 
-    def forward(self, x: torch.Tensor, past_kv: LayerKV | None = None) -> tuple[torch.Tensor, LayerKV]:
+    def forward(self, x: torch.Tensor,
+                past_kv: LayerKV | None = None) -> tuple[torch.Tensor, LayerKV]:
         """x: (B, T, C) new positions; past_kv: keys/values of the S - T earlier ones, or None.
 
         Returns the output (B, T, C) and this layer's updated cache (k, v), each (B, nh, S, hs).
@@ -111,11 +112,11 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)             # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)             # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)             # (B, nh, T, hs)
-        if past_kv is not None:  # the cache already holds the keys/values of earlier positions
+        if past_kv is not None:  # the cache holds the keys/values of earlier positions
             k = torch.cat([past_kv[0], k], dim=2)            # (B, nh, S, hs)
             v = torch.cat([past_kv[1], v], dim=2)            # (B, nh, S, hs)
         S = k.size(2)
-        mask = causal_mask(T, S, device=x.device)            # (T, S): query t sees keys <= S-T+t
+        mask = causal_mask(T, S, device=x.device)  # (T, S): query t sees keys <= S - T + t
         if self.attn_impl == "sdpa":
             dropout = self.attn_dropout_p if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -123,7 +124,7 @@ class CausalSelfAttention(nn.Module):
             y, att = scaled_dot_product_attention(q, k, v, mask)  # (B, nh, T, hs)
             if self.training and self.attn_dropout_p > 0:
                 y = F.dropout(att, self.attn_dropout_p) @ v
-        y = y.transpose(1, 2).contiguous().view(B, T, C)    # (B, T, C): heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, C)     # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
 
@@ -135,7 +136,7 @@ class MLP(nn.Module):
         hidden = config.n_inner or 4 * config.n_embd
         self.c_fc = nn.Linear(config.n_embd, hidden)
         self.c_proj = nn.Linear(hidden, config.n_embd)
-        self.approximate = _ACTIVATIONS[config.activation]
+        self.approximate = GELU_APPROXIMATE[config.activation]  # "tanh" for GPT-2
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +154,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, past_kv: LayerKV | None = None) -> tuple[torch.Tensor, LayerKV]:
+    def forward(self, x: torch.Tensor,
+                past_kv: LayerKV | None = None) -> tuple[torch.Tensor, LayerKV]:
         a, present = self.attn(self.ln_1(x), past_kv)
         x = x + a                       # (B, T, C) residual
         x = x + self.mlp(self.ln_2(x))  # (B, T, C) residual
@@ -161,7 +163,7 @@ class Block(nn.Module):
 
 
 class GPTOutput(NamedTuple):
-    """What :meth:`GPT.forward` returns (a tuple, so ``logits, loss, past_kv, hidden = out`` works)."""
+    """What :meth:`GPT.forward` returns (a tuple: ``logits, loss, past_kv, hidden = out``)."""
 
     logits: torch.Tensor                   # (B, T, V)
     loss: torch.Tensor | None              # mean cross-entropy when targets were given
@@ -175,12 +177,11 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or GPTConfig()
-        # Any: a ModuleDict's entries (wte, h, ...) are attributes made at run time, which a type
-        # checker cannot see.
         wte = nn.Embedding(config.vocab_size, config.n_embd)      # token embeddings (V, C)
+        # Any: a ModuleDict's entries (wte, h, ...) are made at run time, unseen by mypy.
         self.transformer: Any = nn.ModuleDict(dict(
             wte=wte,
-            wpe=nn.Embedding(config.block_size, config.n_embd),   # learned positions (block_size, C)
+            wpe=nn.Embedding(config.block_size, config.n_embd),   # positions (block_size, C)
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
@@ -212,29 +213,33 @@ class GPT(nn.Module):
         and the (T, V) output projection is the largest matmul of a small model.
         """
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx must be a (B, T) tensor of integer token ids, got {tuple(idx.shape)} {idx.dtype}.")
+            raise ValueError("idx must be a (B, T) tensor of integer token ids, got "
+                             f"{tuple(idx.shape)} {idx.dtype}.")
         B, T = idx.shape
         past_len = 0 if past_kv is None else past_kv[0][0].size(2)
         if past_kv is not None and len(past_kv) != self.config.n_layer:
-            raise ValueError(f"past_kv has {len(past_kv)} layers, the model {self.config.n_layer}.")
+            raise ValueError(f"past_kv has {len(past_kv)} layers, "
+                             f"the model {self.config.n_layer}.")
         if past_len + T > self.config.block_size:
             raise ValueError(f"{past_len} cached + {T} new positions exceed block_size="
                              f"{self.config.block_size}; crop the context (or the cache).")
-        pos = torch.arange(past_len, past_len + T, device=idx.device)  # (T,) absolute positions
-        tok_emb = self.transformer.wte(idx)                              # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)                              # (T, C), broadcast over B
-        x = self.transformer.drop(tok_emb + pos_emb)                     # (B, T, C)
+        pos = torch.arange(past_len, past_len + T, device=idx.device)  # (T,) positions
+        tok_emb = self.transformer.wte(idx)                # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)                # (T, C), broadcast over B
+        x = self.transformer.drop(tok_emb + pos_emb)       # (B, T, C)
         presents: list[LayerKV] = []
         for i, block in enumerate(self.transformer.h):
             x, present = block(x, None if past_kv is None else past_kv[i])
             presents.append(present)
-        hidden = self.transformer.ln_f(x)                                # (B, T, C)
-        logits = self.lm_head(hidden[:, -1:] if last_only else hidden)   # (B, T, V) or (B, 1, V)
+        hidden = self.transformer.ln_f(x)                  # (B, T, C)
+        logits = self.lm_head(hidden[:, -1:] if last_only else hidden)  # (B, T or 1, V)
         loss = None
         if targets is not None:
             if last_only:
-                raise ValueError("targets need the logits of every position: drop last_only=True.")
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+                raise ValueError("targets need the logits of every position: "
+                                 "drop last_only=True.")
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-100)
         return GPTOutput(logits, loss, presents if use_cache else None, hidden)
 
     @torch.no_grad()
@@ -250,71 +255,43 @@ class GPT(nn.Module):
         newest token plus the cache; otherwise every step re-runs the whole sequence.
         """
         if not do_sample and (temperature != 1.0 or top_k):
-            raise ValueError(f"temperature={temperature!r} and top_k={top_k!r} shape sampling: pass "
-                             "do_sample=True with them, or neither for greedy decoding.")
+            raise ValueError(f"temperature={temperature!r} and top_k={top_k!r} shape sampling: "
+                             "pass do_sample=True with them, or neither for greedy decoding.")
         past_kv = None
         for _ in range(max_new_tokens):
-            if use_cache and past_kv is not None:
+            if use_cache and past_kv is not None:  # the newest token, plus the cache
                 out = self(idx[:, -1:], past_kv=past_kv, use_cache=True, last_only=True)
             else:
-                out = self(idx[:, -self.config.block_size:], use_cache=use_cache, last_only=True)
+                out = self(idx[:, -self.config.block_size:], use_cache=use_cache,
+                           last_only=True)
             past_kv = out.past_kv
-            logits = out.logits[:, -1, :]                                # (B, V)
-            if do_sample:
-                logits = process_logits(idx, logits, temperature=temperature, top_k=top_k)
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)  # (B, 1)
+            logits = out.logits[:, -1, :]                  # (B, V)
+            if do_sample:  # Chapter 4's processors, then one draw
+                logits = process_logits(idx, logits, temperature=temperature,
+                                        top_k=top_k)
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
             else:
-                nxt = logits.argmax(dim=-1, keepdim=True)                # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)                           # (B, T + 1)
+                nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)             # (B, T + 1)
         return idx
 
-    # ------------------------------------------------------------------ loading
     #: Weights stored by Hugging Face's Conv1D as (in, out); nn.Linear wants (out, in).
-    TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    #: Buffers some transformers versions keep in the state dict (old causal masks): not weights.
-    _IGNORED = (".attn.bias", ".attn.masked_bias")
+    TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight",
+                  "mlp.c_fc.weight", "mlp.c_proj.weight")
 
     @classmethod
     def from_hf(cls, source: Any, config: GPTConfig | None = None, **overrides: Any) -> "GPT":
-        """Build a GPT from a Hugging Face GPT-2 model (``GPT2LMHeadModel``/``GPT2Model``) or state dict.
-
-        With a model, the config comes from ``source.config``. With a bare state dict,
-        pass ``config``; otherwise it is inferred from the shapes, with GPT-2's head size
-        of 64 (n_head = n_embd // 64). ``overrides`` (e.g. ``attn_impl="sdpa"``) change the config.
+        """A GPT with the weights of a Hugging Face GPT-2 (``GPT2LMHeadModel``/``GPT2Model``)
+        or of its state dict (then pass ``config``, or it is inferred: :func:`hf_state_dict`).
+        ``overrides`` (e.g. ``attn_impl="sdpa"``) change the config.
         """
-        if isinstance(source, nn.Module):
-            if config is None:
-                config = GPTConfig.from_hf(source.config)
-            sd = source.state_dict()
-        elif isinstance(source, Mapping):
-            sd = dict(source)
-        else:
-            raise TypeError(f"from_hf wants a Hugging Face GPT-2 model or its state dict, got {type(source).__name__}.")
-        # A GPT2Model (no LM head) has no "transformer." prefix: add it.
-        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v for k, v in sd.items()}
-        sd = {k: v for k, v in sd.items() if not k.endswith(cls._IGNORED)}
-        if "transformer.wte.weight" not in sd:
-            raise KeyError("No 'transformer.wte.weight' in the state dict: is this a GPT-2 checkpoint?")
-        if config is None:  # infer from shapes; GPT-2's head size is 64
-            V, C = sd["transformer.wte.weight"].shape
-            n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
-            inner = sd["transformer.h.0.mlp.c_fc.weight"].shape[1]  # Conv1D: (C, n_inner)
-            config = GPTConfig(block_size=sd["transformer.wpe.weight"].shape[0], vocab_size=V,
-                               n_layer=n_layer, n_head=C // 64, n_embd=C,
-                               n_inner=None if inner == 4 * C else inner)
-        if overrides:
-            config = replace(config, **overrides)
-        # Build on the meta device (no random init to throw away), then allocate real storage;
-        # every tensor is overwritten below, and the missing-keys check guarantees that.
-        device = sd["transformer.wte.weight"].device
-        with torch.device("meta"):
+        sd, config = hf_state_dict(source, config, **overrides)  # our names, no lm_head
+        with torch.device("meta"):  # no random init to throw away: every tensor is copied
             model = cls(config)
-        model = model.to_empty(device=device)
-        model.lm_head.weight = model.transformer.wte.weight  # to_empty made two tensors: re-tie
+        model = model.to_empty(device=sd["transformer.wte.weight"].device)
+        model.lm_head.weight = model.transformer.wte.weight  # to_empty made two: re-tie
         ours = model.state_dict()
-        hf_head = sd.pop("lm_head.weight", None)
-        if hf_head is not None and not torch.equal(hf_head, sd["transformer.wte.weight"]):
-            raise ValueError("lm_head.weight differs from transformer.wte.weight: this GPT ties them.")
         missing = sorted(set(ours) - set(sd) - {"lm_head.weight"})
         unexpected = sorted(set(sd) - set(ours))
         if missing or unexpected:
@@ -323,12 +300,58 @@ class GPT(nn.Module):
         with torch.no_grad():
             for k, v in sd.items():
                 if k.endswith(cls.TRANSPOSED):  # Conv1D (in, out) -> Linear (out, in)
-                    assert v.shape[::-1] == ours[k].shape, f"{k}: {tuple(v.shape)} transposed != {tuple(ours[k].shape)}"
+                    assert v.shape[::-1] == ours[k].shape, f"{k}: {tuple(v.shape)}"
                     ours[k].copy_(v.t())
                 else:
-                    assert v.shape == ours[k].shape, f"{k}: {tuple(v.shape)} != {tuple(ours[k].shape)}"
+                    assert v.shape == ours[k].shape, f"{k}: {tuple(v.shape)}"
                     ours[k].copy_(v)
         return model.eval()
 
 
-__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT", "GPTOutput", "LayerKV"]
+#: Buffers some transformers versions keep in the state dict (old causal masks): not weights.
+_IGNORED = (".attn.bias", ".attn.masked_bias")
+
+
+def hf_state_dict(source: Any, config: GPTConfig | None = None,
+                  **overrides: Any) -> tuple[dict[str, torch.Tensor], GPTConfig]:
+    """A Hugging Face GPT-2's tensors under :class:`GPT`'s names, and the config to build it.
+
+    ``source``: a ``GPT2LMHeadModel``/``GPT2Model`` (the config comes from ``source.config``)
+    or a bare state dict (pass ``config``; otherwise it is inferred from the shapes, with
+    GPT-2's head size of 64: n_head = n_embd // 64). ``overrides`` change the config. The
+    ``lm_head.weight`` is checked to be ``wte``'s (this GPT ties them) and left out.
+    """
+    if isinstance(source, nn.Module):
+        if config is None:
+            config = GPTConfig.from_hf(source.config)
+        sd = source.state_dict()
+    elif isinstance(source, Mapping):
+        sd = dict(source)
+    else:
+        raise TypeError("from_hf wants a Hugging Face GPT-2 model or its state dict, got "
+                        f"{type(source).__name__}.")
+    # A GPT2Model (no LM head) has no "transformer." prefix: add it.
+    sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+          for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if not k.endswith(_IGNORED)}
+    if "transformer.wte.weight" not in sd:
+        raise KeyError("No 'transformer.wte.weight' in the state dict: "
+                       "is this a GPT-2 checkpoint?")
+    if config is None:  # infer from shapes; GPT-2's head size is 64
+        V, C = sd["transformer.wte.weight"].shape
+        n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+        inner = sd["transformer.h.0.mlp.c_fc.weight"].shape[1]  # Conv1D: (C, n_inner)
+        config = GPTConfig(block_size=sd["transformer.wpe.weight"].shape[0], vocab_size=V,
+                           n_layer=n_layer, n_head=C // 64, n_embd=C,
+                           n_inner=None if inner == 4 * C else inner)
+    if overrides:
+        config = replace(config, **overrides)
+    hf_head = sd.pop("lm_head.weight", None)
+    if hf_head is not None and not torch.equal(hf_head, sd["transformer.wte.weight"]):
+        raise ValueError("lm_head.weight differs from transformer.wte.weight: "
+                         "this GPT ties them.")
+    return sd, config
+
+
+__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT", "GPTOutput", "LayerKV",
+           "GELU_APPROXIMATE", "hf_state_dict"]

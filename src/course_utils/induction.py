@@ -3,8 +3,9 @@
 An *induction head* (Elhage et al., 2021; Olsson et al., 2022, *In-context Learning and
 Induction Heads*) completes a pattern it saw earlier in the context: at a token ``A`` it attends
 to the token that followed the previous ``A`` and copies it, so ``... A B ... A`` -> ``B``.
-The tools here work on any Hugging Face ``GPT2LMHeadModel`` (``gpt2-course`` offline, GPT-2
-small online):
+The tools here work on Hugging Face's ``GPT2LMHeadModel`` and on Llama-style decoders
+(``LlamaForCausalLM``: SmolLM2-135M-Instruct, the real model Chapter 4 studies), chosen by
+``config.model_type`` from :data:`ANATOMIES`:
 
 * :func:`repeated_tokens` makes the classic test input: random tokens, then the same tokens again;
 * :func:`attention_maps` returns every head's attention probabilities;
@@ -82,79 +83,150 @@ def prefix_matching_scores(attn: torch.Tensor, length: int) -> torch.Tensor:
     return attn[..., q, k].mean(dim=(1, 3))             # (L, nh)
 
 
+class _GPT2Anatomy:
+    """Where GPT-2 (``GPT2LMHeadModel``) keeps what the head tools need."""
+
+    def blocks(self, model) -> Sequence[torch.nn.Module]:
+        return model.transformer.h
+
+    def heads(self, cfg) -> tuple[int, int]:
+        return cfg.n_head, cfg.n_embd // cfg.n_head                      # nh, hs
+
+    def out_proj(self, block) -> torch.nn.Module:
+        return block.attn.c_proj                                         # Conv1D, weight (C_in, C_out)
+
+    def out_weight(self, proj, nh: int, hs: int) -> torch.Tensor:
+        return proj.weight.view(nh, hs, -1)                              # (nh, hs, C)
+
+    def final_norm(self, model) -> torch.nn.Module:
+        return model.transformer.ln_f
+
+    def read_out(self, norm, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """``ln_f`` applied to a head's output ``x`` with the scale of the full residual ``final``:
+        (x - mean) / std * w is linear in x once std is fixed (the bias belongs to no head)."""
+        std = (final.var(-1, keepdim=True, unbiased=False) + norm.eps).sqrt()
+        return (x - x.mean(-1, keepdim=True)) / std * norm.weight.float().cpu()
+
+
+class _LlamaAnatomy(_GPT2Anatomy):
+    """Where a Llama-style decoder (``LlamaForCausalLM``: SmolLM2) keeps the same things."""
+
+    def blocks(self, model) -> Sequence[torch.nn.Module]:
+        return model.model.layers
+
+    def heads(self, cfg) -> tuple[int, int]:
+        nh = cfg.num_attention_heads
+        return nh, getattr(cfg, "head_dim", None) or cfg.hidden_size // nh
+
+    def out_proj(self, block) -> torch.nn.Module:
+        return block.self_attn.o_proj                                    # Linear, weight (C_out, C_in)
+
+    def out_weight(self, proj, nh: int, hs: int) -> torch.Tensor:
+        return proj.weight.T.reshape(nh, hs, -1)                         # (nh, hs, C)
+
+    def final_norm(self, model) -> torch.nn.Module:
+        return model.model.norm
+
+    def read_out(self, norm, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """RMSNorm x / rms * w, with the rms of the full residual: linear in x, no centring."""
+        rms = (final.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).sqrt()
+        return x / rms * norm.weight.float().cpu()
+
+
+#: The architectures the head tools know, by ``config.model_type``.
+ANATOMIES: dict[str, _GPT2Anatomy] = {"gpt2": _GPT2Anatomy(), "llama": _LlamaAnatomy()}
+
+
+def _anatomy(model) -> _GPT2Anatomy:
+    kind = model.config.model_type
+    if kind not in ANATOMIES:
+        raise ValueError(f"the induction tools know the model types {sorted(ANATOMIES)}, not {kind!r}")
+    return ANATOMIES[kind]
+
+
+def num_heads(model) -> tuple[int, int]:
+    """``(layers, heads per layer)`` of a model the head tools know."""
+    a = _anatomy(model)
+    return len(a.blocks(model)), a.heads(model.config)[0]
+
+
 @torch.no_grad()
 def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
     """What each head writes into the residual stream: ``(L, nh, B, T, C)`` (its slice of the
-    attention output times its rows of ``c_proj``; the bias belongs to no head)."""
-    return _heads_and_final_residual(model, ids)[0]
+    attention output times its rows of the output projection; a bias belongs to no head).
+    For a large model prefer :func:`copying_scores`, which never holds all layers at once."""
+    per_layer, _ = _per_layer_heads(model, ids)
+    return torch.stack(list(per_layer))
 
 
 @torch.no_grad()
-def _heads_and_final_residual(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: :func:`head_outputs` ``(L, nh, B, T, C)`` and the residual stream after
-    the last block, before ``ln_f``, ``(B, T, C)``."""
-    cfg = model.config
-    nh, hs = cfg.n_head, cfg.n_embd // cfg.n_head
+def _per_layer_heads(model, ids: torch.Tensor):
+    """One forward pass: a generator of each layer's head outputs ``(nh, B, T, C)`` (made one layer
+    at a time, on demand) and the residual stream after the last block, before the final norm."""
+    a = _anatomy(model)
+    nh, hs = a.heads(model.config)
     seen: list[torch.Tensor] = []
     final: list[torch.Tensor] = []
-    hooks = [blk.attn.c_proj.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
-             for blk in model.transformer.h]
-    hooks.append(model.transformer.ln_f.register_forward_pre_hook(lambda mod, args: final.append(args[0])))
+    hooks = [a.out_proj(blk).register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+             for blk in a.blocks(model)]
+    hooks.append(a.final_norm(model).register_forward_pre_hook(lambda mod, args: final.append(args[0])))
     try:
         model(ids.to(model.device))
     finally:
         for h in hooks:
             h.remove()
-    outs = []
-    for blk, z in zip(model.transformer.h, seen):       # z: (B, T, C), the heads side by side
-        B, T, _ = z.shape
-        w = blk.attn.c_proj.weight.view(nh, hs, -1)     # Conv1D: (C_in, C_out) -> (nh, hs, C)
-        outs.append(torch.einsum("bthd,hdc->hbtc", z.view(B, T, nh, hs), w))  # (nh, B, T, C)
-    return torch.stack(outs).float().cpu(), final[0].float()   # (L, nh, B, T, C), (B, T, C)
+
+    def layers():
+        for blk, z in zip(a.blocks(model), seen):               # z: (B, T, nh * hs), heads side by side
+            B, T, _ = z.shape
+            w = a.out_weight(a.out_proj(blk), nh, hs)           # (nh, hs, C)
+            yield torch.einsum("bthd,hdc->hbtc", z.view(B, T, nh, hs), w).float().cpu()  # (nh, B, T, C)
+
+    return layers(), final[0].float().cpu()                     # ..., (B, T, C)
 
 
 @torch.no_grad()
 def copying_scores(model, ids: torch.Tensor, length: int, pool: Sequence[int]) -> torch.Tensor:
     """Per head, how often its output *alone*, read out by the unembedding, ranks the right next
-    token first among ``pool`` on the second copy (direct logit attribution; the final layer
-    norm's scale is taken from the full forward pass). Chance is ``1 / len(pool)``."""
+    token first among ``pool`` on the second copy (direct logit attribution; the final norm's
+    scale is taken from the full forward pass). Chance is ``1 / len(pool)``. Returns ``(L, nh)``."""
     R = length
-    out, final = _heads_and_final_residual(model, ids)  # (L, nh, B, T, C); (B, T, C) before ln_f
-    ln = model.transformer.ln_f
-    # ln_f(x) = (x - mean) / std * w + b is linear in x once std is fixed: apply it to each head.
-    std = (final.var(-1, keepdim=True, unbiased=False) + ln.eps).sqrt().cpu()  # (B, T, 1)
+    a = _anatomy(model)
+    per_layer, final = _per_layer_heads(model, ids)            # final: (B, T, C) before the norm
+    norm = a.final_norm(model)
     pool_t = torch.tensor(list(pool))
-    w_u = model.get_output_embeddings().weight[pool_t].float().cpu()      # (P, C)
-    centred = out - out.mean(-1, keepdim=True)
-    logits = (centred / std * ln.weight.float().cpu()) @ w_u.T          # (L, nh, B, T, P)
-    q = torch.arange(R + 1, 2 * R)                                       # predict positions q + 1
-    target = ids[:, q + 1]                                               # (B, R-1)
-    where = (target[..., None] == pool_t).float().argmax(-1)             # index of the target in pool
-    best = logits[:, :, :, q].argmax(-1)                                 # (L, nh, B, R-1)
-    return (best == where).float().mean(dim=(2, 3))                     # (L, nh)
+    w_u = model.get_output_embeddings().weight[pool_t.to(model.device)].float().cpu()  # (P, C)
+    q = torch.arange(R + 1, 2 * R)                             # predict positions q + 1
+    target = ids[:, q + 1]                                     # (B, R-1)
+    where = (target[..., None] == pool_t).float().argmax(-1)   # index of the target in pool
+    scores = []
+    for out in per_layer:                                      # (nh, B, T, C)
+        logits = a.read_out(norm, out[:, :, q], final[:, q]) @ w_u.T   # (nh, B, R-1, P)
+        scores.append((logits.argmax(-1) == where).float().mean(dim=(1, 2)))  # (nh,)
+    return torch.stack(scores)                                 # (L, nh)
 
 
 @contextlib.contextmanager
 def ablate_heads(model, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
     """Inside the ``with`` block, the listed ``(layer, head)`` heads write nothing: their slice of
-    the attention output is zeroed before ``c_proj``. The model is unchanged afterwards."""
-    cfg = model.config
-    hs = cfg.n_embd // cfg.n_head
+    the attention output is zeroed before the output projection. The model is unchanged afterwards."""
+    a = _anatomy(model)
+    n_layer, (nh, hs) = len(a.blocks(model)), a.heads(model.config)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
-        if not (0 <= layer < cfg.n_layer and 0 <= head < cfg.n_head):
-            raise ValueError(f"no head ({layer}, {head}) in a model of {cfg.n_layer} layers x {cfg.n_head} heads")
+        if not (0 <= layer < n_layer and 0 <= head < nh):
+            raise ValueError(f"no head ({layer}, {head}) in a model of {n_layer} layers x {nh} heads")
         by_layer.setdefault(layer, []).append(head)
 
     def zero(heads_here: list[int]):
         def hook(mod, args):
-            z = args[0].clone()                                          # (B, T, C)
+            z = args[0].clone()                                          # (B, T, nh * hs)
             for h in heads_here:
                 z[..., h * hs:(h + 1) * hs] = 0.0
             return (z,)
         return hook
 
-    hooks = [model.transformer.h[layer].attn.c_proj.register_forward_pre_hook(zero(hh))
+    hooks = [a.out_proj(a.blocks(model)[layer]).register_forward_pre_hook(zero(hh))
              for layer, hh in by_layer.items()]
     try:
         yield

@@ -69,6 +69,10 @@ def show_progress() -> bool:
         return forced.strip().lower() not in ("0", "false", "no", "")
     if os.environ.get("CI") or os.environ.get("TQDM_DISABLE"):
         return False
+    from .runtime import is_interactive
+
+    if not is_interactive():  # a kernel driven by nbclient (a build, a lane, regen), a pipe, a log
+        return False
     # This process (pytest itself) or its parent (a notebook kernel's parent is the program that
     # executes it) may be the recorder.
     for pid in (os.getpid(), os.getppid()):

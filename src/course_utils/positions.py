@@ -13,14 +13,15 @@ import math
 import torch
 
 
-def sinusoidal_positions(T: int, C: int) -> torch.Tensor:
-    """(T, C) fixed encodings of Vaswani et al.: even channels sin, odd channels cos (Chapter 2)."""
+def sinusoidal_positions(T: int, C: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, C) fixed encodings of Vaswani et al.: even channels sin, odd channels cos (Chapter 2);
+    made on ``device`` (default: the CPU), so that a model adds them where its activations are."""
     if C % 2:
         raise ValueError(f"sinusoidal encodings need an even number of channels, got C={C}")
-    p = torch.arange(T, dtype=torch.float32)[:, None]          # (T, 1)
-    two_i = torch.arange(0, C, 2, dtype=torch.float32)[None]   # (1, C/2)
+    p = torch.arange(T, dtype=torch.float32, device=device)[:, None]         # (T, 1)
+    two_i = torch.arange(0, C, 2, dtype=torch.float32, device=device)[None]  # (1, C/2)
     angle = p / 10000 ** (two_i / C)                            # (T, C/2)
-    pe = torch.zeros(T, C)
+    pe = torch.zeros(T, C, device=device)
     pe[:, 0::2], pe[:, 1::2] = torch.sin(angle), torch.cos(angle)
     return pe
 
@@ -42,7 +43,7 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) 
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)                        # (..., T, hs)
 
 
-def alibi_slopes(n_heads: int) -> torch.Tensor:
+def alibi_slopes(n_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
     """(nh,) ALiBi slopes: 2^(−8/n), 2^(−16/n), … for n a power of two; otherwise the paper's rule
     (the slopes of the nearest lower power of two, then every other slope of the next one)."""
     if n_heads < 1:
@@ -55,12 +56,14 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     slopes = geometric(closest)
     if closest < n_heads:
         slopes += geometric(2 * closest)[0::2][: n_heads - closest]
-    return torch.tensor(slopes)
+    return torch.tensor(slopes, device=device)
 
 
-def alibi_bias(n_heads: int, T: int, S: int | None = None) -> torch.Tensor:
-    """(nh, T, S) ALiBi bias −m_h·(i − j) for query i and key j; queries are the last T of S positions."""
+def alibi_bias(n_heads: int, T: int, S: int | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """(nh, T, S) ALiBi bias −m_h·(i − j) for query i and key j; queries are the last T of S positions
+    (made on ``device``, default the CPU)."""
     S = T if S is None else S
-    q_pos = torch.arange(S - T, S)[:, None]                  # (T, 1)
-    k_pos = torch.arange(S)[None, :]                         # (1, S)
-    return alibi_slopes(n_heads)[:, None, None] * (k_pos - q_pos)  # (nh, T, S); <= 0 where causal
+    q_pos = torch.arange(S - T, S, device=device)[:, None]   # (T, 1)
+    k_pos = torch.arange(S, device=device)[None, :]          # (1, S)
+    return alibi_slopes(n_heads, device)[:, None, None] * (k_pos - q_pos)  # (nh, T, S); <= 0 where causal

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 FILTER_VALUE = float("-inf")  #: what the library writes into removed tokens' scores
 
 __all__ = [
-    "FILTER_VALUE", "next_token_logits", "apply_temperature", "top_k_filter", "top_p_filter",
+    "FILTER_VALUE", "cache_kwarg", "next_token_logits", "apply_temperature", "top_k_filter", "top_p_filter",
     "apply_repetition_penalty", "ban_repeated_ngrams", "process_logits", "library_processors",
     "decode", "greedy_decode", "sample_decode", "beam_candidates", "beam_search",
     "distinct_n", "repetition_rate", "continuation_logprob", "token_labels", "plot_distributions",
@@ -37,7 +37,8 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # The model call (plumbing): one forward step with the KV cache of Chapter 3.
 # --------------------------------------------------------------------------------------------
-def _cache_kwarg(model: torch.nn.Module) -> str:
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name of ``model.forward``'s cache argument in the installed ``transformers``."""
     # transformers 5.x renamed `past_key_values` to `cache` (the old name warns, then goes in 5.40).
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -53,7 +54,7 @@ def next_token_logits(model: torch.nn.Module, input_ids: torch.Tensor, cache: An
     ``generate`` does -- which also makes the logits bit-for-bit those ``generate`` sees.
     """
     new_ids = input_ids if cache is None else input_ids[:, -1:]
-    out = model(input_ids=new_ids, use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+    out = model(input_ids=new_ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
     new_cache = out.get("cache", None)
     if new_cache is None:
         new_cache = out.past_key_values
@@ -200,7 +201,8 @@ def decode(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
         logits, cache = next_token_logits(model, input_ids, cache)  # (B, V)
         scores = process_logits(input_ids, logits, do_sample=do_sample, **processing)
         if do_sample:
-            next_ids = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)  # (B,)
+            probs = scores.softmax(dim=-1)  # (B, V)
+            next_ids = torch.multinomial(probs, num_samples=1).squeeze(1)  # (B,)
         else:
             next_ids = scores.argmax(dim=-1)  # (B,)
         if eos_token_id is not None:
@@ -292,7 +294,8 @@ def beam_search(model: torch.nn.Module, input_ids: torch.Tensor, *, num_beams: i
         # Finished hypotheses: only the top num_beams candidates may finish.
         for i in range(num_beams):
             if ends[i]:
-                finished.append(((scores[i] / ((cur_len + 1 - prompt_len) ** length_penalty)).item(), candidates[i]))
+                length = cur_len + 1 - prompt_len
+                finished.append(((scores[i] / (length ** length_penalty)).item(), candidates[i]))
         finished = sorted(finished, key=lambda h: -h[0])[:num_beams]
         # Running beams for the next step: the best continuations that did not end.
         alive_scores = scores + ends.float() * -1e9

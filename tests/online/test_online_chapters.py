@@ -32,10 +32,14 @@ ONLINE_MARKERS: dict[str, list[str]] = {
                          "hub: sentence-transformers/all-MiniLM-L6-v2"],
     "02_attention_from_scratch": ["hub: bert-base-uncased"],
     "03_gpt2_internals": ["hub: gpt2", "OpenAI's pretrained gpt2"],
-    "04_sampling": ["hub: gpt2", "GPT-2 small (OpenAI, pretrained)", "capital questions (Q:/A: format)"],
+    "04_sampling": ["hub: HuggingFaceTB/SmolLM2-135M-Instruct", "[test stand-in]"],
     "05_mlm_training": ["hub: wikitext / wikitext-2-raw-v1"],
     "06_efficient_attention": [],
     "07_encoder_decoders_positions_families": ["facebook/bart-base", "facebook/bart-large-cnn:"],
+    "08_modern_decoder": ["the hub checkpoint 'HuggingFaceTB/SmolLM2-135M-Instruct'",
+                          "hub: wikitext / wikitext-2-raw-v1"],
+    "08_exercises": [],
+    "09_finetuning": ["hub: rotten_tomatoes"],
 }
 #: What the offline branches print instead: none of it may appear in an online run.
 OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's small model, not GPT-2)",
@@ -49,14 +53,15 @@ OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's s
 #: sampling and few-shot loops (Chapter 4 alone: 54 s at these sizes) and Chapter 7's fifteen
 #: position-scheme models (83 s at full size).
 SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
-    "04_sampling": [("N_SEEDS, N_PER_SEED, N_NEW = 5, 100, 16", "N_SEEDS, N_PER_SEED, N_NEW = 2, 10, 8"),
-                    ("N_PROMPTS = 480", "N_PROMPTS = 24"),
-                    # the toy model that grows an induction head (2,000 steps): a few steps, every cell runs
-                    ("T_TOY, N_STEPS, LR, EVAL_EVERY = 64, 2000, 3e-4, 100",
-                     "T_TOY, N_STEPS, LR, EVAL_EVERY = 64, 20, 3e-4, 10")],
+    "04_sampling": [("N_GROUPS, N_PER_GROUP, N_NEW = 5, 18, 32", "N_GROUPS, N_PER_GROUP, N_NEW = 2, 6, 8"),
+                    ("N_LONG = 64", "N_LONG = 8"),
+                    ("N_PER_TASK, SHOTS = 50, [0, 1, 2, 4, 8]", "N_PER_TASK, SHOTS = 3, [0, 1, 2, 4, 8]"),
+                    ("R, N_REP = 50, 8", "R, N_REP = 50, 2")],
     # fifteen tiny models (5 schemes x 3 seeds) trained from scratch on the generated corpus (no hub model)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
                                                 "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
+    # three ways to fine-tune the real MiniLM, 3 seeds each: 2 seeds on the stand-in's few sentences
+    "09_finetuning": [("SEEDS = (0, 1, 2, 3, 4) if BIG else (0, 1, 2)", "SEEDS = (0, 1)")],
 }
 
 

@@ -1,4 +1,4 @@
-"""Exercises: checkers that say what is wrong, and the instructor tools.
+"""Exercises: checkers that say what is wrong (the instructor tools are in course_grading).
 
 In a notebook::
 
@@ -6,8 +6,8 @@ In a notebook::
     check.count_parameters(count_parameters)
 
 How to write a checker: see :mod:`course_utils.exercises.core`. Instructor tools:
-``python -m course_utils.exercises.student`` (student edition) and
-``python -m course_utils.exercises.grade`` (grade a folder of submissions).
+``python -m course_grading.student`` (student edition) and
+``python -m course_grading.grade`` (grade a folder of submissions).
 """
 from .core import Case, Checker, CheckResult, ExerciseFailed, Mistake, check, get_checker, register, registered_names
 

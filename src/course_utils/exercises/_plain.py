@@ -53,20 +53,20 @@ class Opaque:
 _NAME = re.compile(r"[^A-Za-z0-9_.]")
 
 
-def _safe_name(name: Any) -> str:
+def safe_name(name: Any) -> str:
     text = _NAME.sub("_", str(name))[:60]
     return text or "object"
 
 
 def opaque(type_name: str, text: str) -> Opaque:
     """An :class:`Opaque` whose ``type(obj).__name__`` is ``type_name`` (for messages)."""
-    cls = type(_safe_name(type_name).split(".")[-1] or "object", (Opaque,), {})
+    cls = type(safe_name(type_name).split(".")[-1] or "object", (Opaque,), {})
     return cls(type_name, str(text)[:200])
 
 
 # --------------------------------------------------------------------------- kernel side
 
-class _Encoder:
+class Encoder:
     """Turns values into JSON trees; every tensor goes into ``tensors`` (one safetensors file).
 
     ``top(obj)`` encodes one value with its own size budget; ``top(obj, inputs=True)`` encodes
@@ -152,7 +152,7 @@ class _Encoder:
 
 def encode(obj: Any, inputs: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
     """``(json_tree, tensors)``: ``obj`` as plain data (used in the student's kernel)."""
-    enc = _Encoder()
+    enc = Encoder()
     tree = enc.top(obj, inputs)
     return tree, enc.tensors
 
@@ -173,18 +173,66 @@ class PlainError(ValueError):
     """The kernel's answer is not well-formed plain data."""
 
 
-def load(path_stem: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read what :func:`save` wrote, with size limits; raises :class:`PlainError`."""
-    from safetensors.torch import load_file
+def read_own_file(folder: Path, name: str, limit: int) -> bytes:
+    """The bytes of ``folder/name``, read only if it is a regular file of its own there.
 
-    js, st = path_stem.with_suffix(".json"), path_stem.with_suffix(".safetensors")
-    if not js.is_file() or not st.is_file():
-        raise PlainError("no answer was written")
-    if js.stat().st_size > MAX_JSON_BYTES or st.stat().st_size > MAX_TENSOR_BYTES:
-        raise PlainError("the answer is too large")
+    The folder is the kernel's exchange folder, which the kernel can write: it could put a
+    symbolic link there (to another submission's answer), a hard link, a FIFO (which would
+    block the reader) or a folder. Neither ``folder`` nor ``name`` is followed if it is a
+    link, the file must be a regular file with one link, and at most ``limit`` bytes are read.
+    Raises :class:`PlainError` otherwise."""
+    import os
+    import stat
+
+    if "/" in name or name in ("", ".", ".."):
+        raise PlainError(f"bad answer file name {name!r}")
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        document = json.loads(js.read_text(encoding="utf-8"))
-        tensors = load_file(str(st))
+        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow | os.O_CLOEXEC)
+    except OSError:
+        raise PlainError("the answer folder is not the grader's own folder (a link?)") from None
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise PlainError("no answer was written") from None
+        except OSError:
+            raise PlainError(f"the answer {name} is not a regular file (a link?); it was not read") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise PlainError(f"the answer {name} is not a regular file; it was not read")
+            if info.st_nlink != 1:
+                raise PlainError(f"the answer {name} has {info.st_nlink} names (a hard link?); it was not read")
+            if info.st_size > limit:
+                raise PlainError("the answer is too large")
+            chunks, size = [], 0
+            while size <= limit:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > limit:
+                raise PlainError("the answer is too large")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path_stem: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read what :func:`save` wrote, with size limits and :func:`read_own_file`'s checks
+    (never through a link); raises :class:`PlainError`."""
+    from safetensors.torch import load as load_tensors
+
+    folder, stem = path_stem.parent, path_stem.name
+    raw_json = read_own_file(folder, stem + ".json", MAX_JSON_BYTES)
+    raw_tensors = read_own_file(folder, stem + ".safetensors", MAX_TENSOR_BYTES)
+    try:
+        document = json.loads(raw_json.decode("utf-8"))
+        tensors = load_tensors(raw_tensors)
     except Exception as exc:  # noqa: BLE001 - anything malformed
         raise PlainError(f"the answer could not be read ({type(exc).__name__})") from None
     if not isinstance(document, dict):

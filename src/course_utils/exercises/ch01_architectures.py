@@ -9,10 +9,11 @@ Handed out in ``chapters/01_exercises.ipynb`` (each checked against the library 
 * ``check.moe_parameter_counts(fn)``: ``fn(config: MixtralConfig) -> (total, active)``: all the
   parameters of ``MixtralForCausalLM(config)``, and those one token uses (every expert the router
   did not pick left out). The reference counts the meta-device model.
-* ``check.gpt2_forward_flops(fn)``: ``fn(config: GPT2Config, T: int) -> int``, the FLOPs of one
-  forward pass of ``GPT2LMHeadModel`` over one sequence of T tokens, as PyTorch's
-  ``FlopCounterMode`` counts them (matrix products only, 2 FLOPs per multiply-add). The reference
-  runs the model on the meta device under the counter.
+* ``check.llama_forward_flops(fn)``: ``fn(config: LlamaConfig, T: int) -> int``, the FLOPs of one
+  forward pass of ``LlamaForCausalLM`` over one sequence of T tokens, as PyTorch's
+  ``FlopCounterMode`` counts them (matrix products only, 2 FLOPs per multiply-add): the chapter
+  counted GPT-2's; this is the transfer to grouped-query attention, SwiGLU, a head_dim of its own
+  and RoPE. The reference runs the model on the meta device under the counter.
 
 Not handed out (the chapter shows its solution), kept as the framework's worked example:
 
@@ -36,11 +37,11 @@ import torch
 from torch import nn
 
 from .. import modelinfo
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, pick, register
 
-__all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "gpt2_forward_flops",
+__all__ = ["count_parameters", "llama_parameter_count", "moe_parameter_counts", "llama_forward_flops",
            "count_parameters_reference", "llama_parameter_count_reference", "moe_parameter_counts_reference",
-           "gpt2_forward_flops_reference"]
+           "llama_forward_flops_reference"]
 
 
 def count_parameters_reference(model: nn.Module) -> int:
@@ -84,7 +85,14 @@ def _cases() -> list[Case]:
         Case("a module with buffers", (TinyMaskedBlock(),)),
         Case("partly frozen", (_frozen_model(),)),
         Case("no parameters at all", (nn.ReLU(),)),
+        Case("random layer sizes", (_random_stack(),)),
     ]
+
+
+def _random_stack() -> nn.Module:
+    """Linear layers of sizes drawn under the run's seed (a table of counts by architecture fails)."""
+    a, b, c = draw(2, 40), draw(2, 40), draw(1, 40)
+    return nn.Sequential(nn.Linear(a, b), nn.GELU(), nn.Linear(b, c, bias=bool(draw(0, 1))), nn.LayerNorm(c))
 
 
 # --- the classic mistakes, each a function with the student's signature -------------------
@@ -199,7 +207,16 @@ def _llama_cases() -> list[Case]:
         Case("head_dim set explicitly (32, not hidden/heads = 16)", (_llama_config(
             vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=False),)),
+        Case("a random toy", (_random_llama(),)),
     ]
+
+
+def _random_llama() -> Any:
+    heads = pick((2, 4, 6, 8))
+    return _llama_config(vocab_size=draw(100, 3000), hidden_size=heads * pick((8, 16)),
+                         intermediate_size=draw(16, 300), num_hidden_layers=draw(1, 4), num_attention_heads=heads,
+                         num_key_value_heads=pick([k for k in (1, 2, heads) if heads % k == 0]),
+                         tie_word_embeddings=bool(draw(0, 1)))
 
 
 def _llama_formula(cfg: Any, *, gqa: bool = True, mlp_mats: int = 3, tied: bool | None = None,
@@ -291,7 +308,16 @@ def _moe_cases() -> list[Case]:
             vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
             num_attention_heads=6, num_key_value_heads=3, num_local_experts=16, num_experts_per_tok=4,
             tie_word_embeddings=True),)),
+        Case("a random toy", (_random_mixtral(),)),
     ]
+
+
+def _random_mixtral() -> Any:
+    heads, experts = pick((2, 4)), draw(2, 8)
+    return _mixtral_config(vocab_size=draw(100, 1000), hidden_size=heads * 8, intermediate_size=draw(16, 100),
+                           num_hidden_layers=draw(1, 3), num_attention_heads=heads,
+                           num_key_value_heads=pick((1, heads)),
+                           num_local_experts=experts, num_experts_per_tok=draw(1, experts))
 
 
 def _moe_formula(cfg: Any, *, active_all: bool = False, router: bool = True, mlp_mats: int = 3,
@@ -334,75 +360,96 @@ moe_parameter_counts = register(Checker(
 
 # =========================================================================== forward FLOPs
 
-def gpt2_forward_flops_reference(config: Any, T: int) -> int:
+def llama_forward_flops_reference(config: Any, T: int) -> int:
     """What ``torch.utils.flop_counter.FlopCounterMode`` counts for one forward pass of
-    ``GPT2LMHeadModel(config)`` (eager attention) over one sequence of T tokens, on the meta device."""
-    return _gpt2_flops(_config_key(config), int(T))
+    ``LlamaForCausalLM(config)`` (eager attention) over one sequence of T tokens, on the meta device."""
+    return _llama_flops(_config_key(config), int(T))
 
 
 @functools.lru_cache(maxsize=64)
-def _gpt2_flops(key: tuple[str, str], T: int) -> int:
+def _llama_flops(key: tuple[str, str], T: int) -> int:
     import json
 
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     _quiet_transformers()
-    config = GPT2Config(**json.loads(key[1]))
-    config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's bmm are
+    config = LlamaConfig(**json.loads(key[1]))
+    config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's matmuls are
     with torch.device("meta"):
-        model = GPT2LMHeadModel(config)
+        model = LlamaForCausalLM(config)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, T, dtype=torch.long, device="meta"))
     return int(counter.get_total_flops())
 
 
-def _gpt2_config(**kw: Any) -> Any:
-    from transformers import GPT2Config
-
-    _quiet_transformers()
-    return GPT2Config(**kw)
-
-
 def _flops_cases() -> list[Case]:
     return [
-        Case("GPT-2 small, T = 1024", (_gpt2_config(), 1024)),
-        Case("GPT-2 small, one token", (_gpt2_config(), 1)),
-        Case("toy with n_inner = 3C, T = 7", (_gpt2_config(n_layer=2, n_embd=32, n_head=4, vocab_size=97,
-                                                            n_positions=16, n_inner=96), 7)),
-        Case("GPT-2 medium, T = 256", (_gpt2_config(n_layer=24, n_embd=1024, n_head=16), 256)),
+        Case("Llama-3-8B (GQA 32/8), T = 512", (_llama_config(
+            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+            num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False), 512)),
+        Case("toy with head_dim 16 != C / heads = 8, T = 9", (_llama_config(
+            vocab_size=97, hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, tie_word_embeddings=False), 9)),
+        Case("SmolLM2-135M (9 heads, 3 key/value heads, tied), T = 2048", (_llama_config(
+            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+            num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True), 2048)),
+        Case("Llama-3.2-1B (tied head, head_dim 64), one token", (_llama_config(
+            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True), 1)),
+        Case("a random toy", _random_llama_and_length()),
     ]
 
 
+def _random_llama_and_length() -> tuple[Any, int]:
+    kv = pick((1, 2))
+    heads = kv * pick((1, 2, 4))
+    hd = pick((8, 16))
+    C = heads * pick((8, 16))
+    return _llama_config(vocab_size=draw(50, 500), hidden_size=C, intermediate_size=draw(2, 4) * C,
+                         num_hidden_layers=draw(1, 3), num_attention_heads=heads, num_key_value_heads=kv,
+                         head_dim=hd, tie_word_embeddings=bool(draw(0, 1))), draw(1, 64)
+
+
 def _flops_formula(cfg: Any, T: int, *, head: bool = True, attention: float = 1.0, factor: int = 2,
-                   embeddings: bool = False, own_inner: bool = True) -> int:
-    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
-    inner = (cfg.n_inner or 4 * C) if own_inner else 4 * C
-    matmul_params = L * (3 * C * C + C * C + 2 * C * inner) + (V * C if head else 0)
-    if embeddings:
-        matmul_params += V * C + cfg.n_positions * C
-    return int(factor * T * matmul_params + attention * L * 4 * T * T * C)
+                   gqa: bool = True, mlp_matrices: int = 3, own_head_dim: bool = True,
+                   attention_heads: str = "query") -> int:
+    """The count written out, with one switch per known mistake (unswitched it equals the
+    reference: ``tests/test_exercise_references.py``)."""
+    C, L, V, nh = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.num_attention_heads
+    nkv = cfg.num_key_value_heads if gqa else nh
+    hd = (getattr(cfg, "head_dim", None) or C // nh) if own_head_dim else C // nh
+    per_layer = C * nh * hd + 2 * C * nkv * hd + nh * hd * C + mlp_matrices * C * cfg.intermediate_size
+    matmuls = factor * T * (L * per_layer + (V * C if head else 0))
+    heads_in_attention = nh if attention_heads == "query" else cfg.num_key_value_heads
+    scores = attention * L * 4 * T * T * heads_in_attention * hd      # q k^T and weights @ v
+    return int(matmuls + scores)             # RoPE, RMSNorm, SiLU, softmax: elementwise, not counted
 
 
-gpt2_forward_flops = register(Checker(
-    "gpt2_forward_flops", gpt2_forward_flops_reference, _flops_cases,
+llama_forward_flops = register(Checker(
+    "llama_forward_flops", llama_forward_flops_reference, _flops_cases,
     mistakes=[
+        Mistake(lambda c, T: _flops_formula(c, T, gqa=False),
+                "grouped-query attention: k_proj and v_proj map C to num_key_value_heads x head_dim, "
+                "not to num_attention_heads x head_dim — fewer FLOPs than q_proj."),
+        Mistake(lambda c, T: _flops_formula(c, T, mlp_matrices=2),
+                "Llama's MLP is SwiGLU: three matrices (gate_proj, up_proj: C -> intermediate_size; "
+                "down_proj back), not GPT-2's two."),
         Mistake(lambda c, T: _flops_formula(c, T, attention=0.0),
-                "the attention itself is matrix products too: q k^T and weights @ v cost 2 x T x T x hs "
-                "each, per head and layer — 4 T^2 C per layer, the term that grows with T^2."),
-        Mistake(lambda c, T: _flops_formula(c, T, attention=0.5),
-                "the causal mask does not save FLOPs here: the eager kernels compute the full T x T "
-                "products and mask afterwards."),
+                "the attention itself is matrix products too: q k^T and weights @ v cost 2 x T x T x head_dim "
+                "each, per query head and layer — the term that grows with T^2."),
+        Mistake(lambda c, T: _flops_formula(c, T, attention_heads="kv"),
+                "every *query* head multiplies its own T x T scores: the shared keys and values are "
+                "repeated for each group (repeat_kv), so the T^2 term counts num_attention_heads heads."),
+        Mistake(lambda c, T: _flops_formula(c, T, own_head_dim=False),
+                "read head_dim from the config when it is set: it need not be hidden_size // "
+                "num_attention_heads (q_proj then maps C to heads x head_dim, not to C)."),
         Mistake(lambda c, T: _flops_formula(c, T, head=False),
                 "the output layer (lm_head: C -> vocab_size) is a matrix product at every position, tied "
-                "or not — the largest single one in GPT-2 small."),
-        Mistake(lambda c, T: _flops_formula(c, T, embeddings=True),
-                "an embedding lookup is indexing, not a matrix product: wte and wpe cost no FLOPs."),
+                "or not — in Llama-3-8B the largest single one."),
         Mistake(lambda c, T: _flops_formula(c, T, factor=6, attention=3.0),
                 "that is a training step (forward + backward, about 3x); the question is one forward pass."),
-        Mistake(lambda c, T: _flops_formula(c, T, own_inner=False),
-                "read the MLP width from the config: n_inner (4 x n_embd when it is None)."),
     ],
     timeout=5.0,
-    what="your gpt2_forward_flops",
+    what="your llama_forward_flops",
 ))

@@ -23,11 +23,12 @@ Top-level imports: torch only.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, random_text, register
 
 # =========================================================================== LayerNorm (a helper of the layer)
 
@@ -228,7 +229,21 @@ def _packed_cases() -> list[Case]:
         Case("document ids that are not 0, 1, 2 (5, 9, 5 reused)", (t([[5, 5, 9, 9, 9, 5, 5, -1]]),)),
         Case("one document, no padding", (t([[0, 0, 0, 0, 0]]),)),
         Case("one token per document", (t([[0, 1, 2, 3], [7, 8, -1, -1]]),)),
+        Case("random documents and padding", (_random_doc_ids(),)),
     ]
+
+
+def _random_doc_ids() -> torch.Tensor:
+    """Rows of packed documents of random lengths (ids in order, some reused) and padding (-1)."""
+    T = draw(6, 14)
+    rows = []
+    for _ in range(draw(1, 3)):
+        row: list[int] = []
+        while len(row) < T:
+            row += [draw(0, 9)] * draw(1, 5)
+        pad = draw(0, T // 2)
+        rows.append(row[:T - pad] + [-1] * pad)
+    return torch.tensor(rows)
 
 
 packed_attention_mask = register(Checker(
@@ -284,7 +299,17 @@ def _segment_cases() -> list[Case]:
         Case("a batch of pairs with padding", (pairs, tok.sep_token_id, tok.pad_token_id)),
         Case("single sentences (no second segment)", (single, tok.sep_token_id, tok.pad_token_id)),
         Case("one pair, no padding", (exact, tok.sep_token_id, tok.pad_token_id)),
+        Case("random pairs", (_random_pairs(tok), tok.sep_token_id, tok.pad_token_id)),
     ]
+
+
+def _random_pairs(tok: Any) -> torch.Tensor:
+    """A batch of random sentence pairs (some single sentences), tokenized and padded."""
+    first = [random_text(draw(1, 6)) for _ in range(3)]
+    second = [random_text(draw(1, 6)) for _ in range(3)]
+    if draw(0, 1):
+        return tok(first, second, padding=True, return_tensors="pt")["input_ids"]
+    return tok(first, padding=True, return_tensors="pt")["input_ids"]
 
 
 segment_ids = register(Checker(

@@ -1,6 +1,7 @@
 """Checkers of Chapter 3 (GPT-2 internals), handed out in ``chapters/03_exercises.ipynb``.
 
-* ``check.attention_with_cache`` -- causal self-attention with a KV cache;
+* ``check.sliding_window_attention_with_cache`` -- sliding-window causal self-attention with a
+  rolling KV cache of ``window`` positions (the chapter's cache, carried to Mistral's window);
 * ``check.wordpiece_tokenize``   -- BERT's WordPiece tokenizer from scratch, checked against
   ``BertTokenizerFast`` on the real bert-base-uncased vocabulary;
 * ``check.left_padded_position_ids`` -- the position ids of a left-padded batch (the course's
@@ -8,10 +9,10 @@
 * ``check.byte_level_decode``    -- GPT-2 tokens back to text, from the byte alphabet, checked
   against ``GPT2TokenizerFast.convert_tokens_to_string`` (the real GPT-2 tokenizer).
 
-The known wrong variants (``Mistake``) are the classic errors: a causal mask that ignores the
-cache, continuation pieces without ``##``, the shortest match instead of the longest, an
-unknown piece that does not turn the whole word into ``[UNK]``, positions counted from the
-left edge of the padded row. Top-level imports stay light (torch only).
+The known wrong variants (``Mistake``) are the classic errors: a window mask that ignores the
+cache or is off by one, a cache that keeps growing, continuation pieces without ``##``, the
+shortest match instead of the longest, an unknown piece that does not turn the whole word into
+``[UNK]``, positions counted from the left edge of the padded row. Top-level imports stay light (torch only).
 """
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ from typing import Any, Callable
 
 import torch
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, random_text, register
 
-# =========================================================================== 1. attention + KV cache
+# =========================================================================== 1. sliding-window attention + KV cache
 # attn: an object with attn.c_attn (C -> 3C), attn.c_proj (C -> C) (nn.Linear modules: call them)
-# and attn.n_head; x: (B, T, C), the T *new* positions; past_kv: None or (k, v), each
-# (B, nh, P, hs) for the P earlier positions. Return (y, (k, v)): y (B, T, C) and the cache
-# of all S = P + T positions.
+# and attn.n_head; x: (B, T, C), the T *new* positions; window: how many keys a query sees (its own
+# included); past_kv: None or (k, v), each (B, nh, P, hs), the P positions just before them (at most
+# `window`). Return (y, (k, v)): y (B, T, C) and the cache cut to its last `window` positions.
 
 class AttentionWeights(torch.nn.Module):
     """Holds c_attn, c_proj and n_head -- and deliberately no forward: write it yourself."""
@@ -45,55 +46,74 @@ class AttentionWeights(torch.nn.Module):
                                   "attn(...) itself is not the solution. Use attn.c_attn, attn.c_proj.")
 
 
-def _attention(attn, x, past_kv=None, *, offset=True, concat=True, scale=True):
+def sliding_window_attention_with_cache_reference(attn, x: torch.Tensor, window: int, past_kv=None):
+    """Sliding-window causal self-attention over the cached and the new positions; returns
+    (y, (k, v)) with the cache cut to its last ``window`` positions (a rolling buffer)."""
+    return _window_attention(attn, x, window, past_kv)
+
+
+def _window_attention(attn, x, window, past_kv=None, *, mask="window", keep="window", offset=True):
+    """The reference written out, with one switch per known mistake (``tests/test_exercise_references.py``
+    holds the unswitched one to a full recompute with ``F.scaled_dot_product_attention``)."""
     B, T, C = x.shape
     nh = attn.n_head
     hs = C // nh
     q, k, v = attn.c_attn(x).split(C, dim=2)                                  # 3 x (B, T, C)
     q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))       # (B, nh, T, hs)
-    k_new, v_new = k, v
     if past_kv is not None:
         k = torch.cat([past_kv[0], k], dim=2)                                 # (B, nh, S, hs)
         v = torch.cat([past_kv[1], v], dim=2)
     S = k.size(2)
-    att = q @ k.transpose(-2, -1) / (math.sqrt(hs) if scale else 1.0)         # (B, nh, T, S)
-    causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T if offset else 0)
-    att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
-    y = (att @ v).transpose(1, 2).reshape(B, T, C)                            # (B, T, C)
-    return attn.c_proj(y), ((k, v) if concat else (k_new, v_new))
+    q_pos = torch.arange(S - T, S)[:, None] if offset else torch.arange(T)[:, None]  # relative to the cache
+    k_pos = torch.arange(S)[None, :]
+    allowed = k_pos <= q_pos                                                  # causal
+    if mask == "window":
+        allowed = allowed & (k_pos > q_pos - window)                          # the last `window` keys
+    elif mask == "one_more":
+        allowed = allowed & (k_pos >= q_pos - window)
+    att = (q @ k.transpose(-2, -1) / math.sqrt(hs)).masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    y = attn.c_proj((att @ v).transpose(1, 2).reshape(B, T, C))               # (B, T, C)
+    kept = {"window": window, "window-1": max(window - 1, 0), "all": S}[keep]
+    return y, (k[:, :, S - min(S, kept):], v[:, :, S - min(S, kept):])
 
 
-def attention_with_cache_reference(attn, x: torch.Tensor, past_kv=None):
-    """Causal self-attention over the cached and the new positions; returns (y, (k, v))."""
-    return _attention(attn, x, past_kv)
-
-
-def _attn_cases() -> list[Case]:
+def _window_cases() -> list[Case]:
     C, nh = 16, 4
     cases = []
-    for name, B, P, T in (("no cache, T=6", 2, 0, 6), ("one new token, 5 cached", 2, 5, 1),
-                          ("3 new tokens, 4 cached", 1, 4, 3)):
+    W = draw(2, 5)
+    for name, B, P, T, window in (("no cache, T = 8, window 3", 2, 0, 8, 3),
+                                  ("one new token, a full buffer of 4 cached, window 4", 2, 4, 1, 4),
+                                  ("3 new tokens, 2 cached, window 4", 1, 2, 3, 4),
+                                  ("window larger than everything: plain causal", 2, 2, 3, 16),
+                                  (f"random: window {W}, {W} cached, 4 new", 1, W, 4, W)):
         attn = AttentionWeights(C, nh)
         with torch.no_grad():
             for p in attn.parameters():
                 p.mul_(4.0)  # sharper attention, so a wrong mask changes the output visibly
         past = None if P == 0 else (torch.randn(B, nh, P, C // nh), torch.randn(B, nh, P, C // nh))
-        cases.append(Case(name, (attn, torch.randn(B, T, C), past)))
+        cases.append(Case(name, (attn, torch.randn(B, T, C), window, past)))
     return cases
 
 
-attention_with_cache = register(Checker(
-    "attention_with_cache", attention_with_cache_reference, _attn_cases,
+sliding_window_attention_with_cache = register(Checker(
+    "sliding_window_attention_with_cache", sliding_window_attention_with_cache_reference, _window_cases,
     axes=(("batch", "seq", "channels"), None),
     mistakes=[
-        Mistake(lambda a, x, p=None: _attention(a, x, p, offset=False),
-                "with a cache the T new queries are the *last* T of S positions: the mask must be "
-                "tril(ones(T, S), diagonal=S - T), so the newest token sees every cached key."),
-        Mistake(lambda a, x, p=None: _attention(a, x, p, concat=False),
-                "return the cache of *all* positions: torch.cat([past_k, k], dim=2) (and v), not "
-                "only the new keys/values."),
-        Mistake(lambda a, x, p=None: _attention(a, x, p, scale=False),
-                "divide the scores by sqrt(hs), the head size."),
+        Mistake(lambda a, x, w, p=None: _window_attention(a, x, w, p, mask="causal"),
+                "the window is missing: a query at position i may see only keys i − window + 1 ... i "
+                "(window keys, itself included), however many the cache holds."),
+        Mistake(lambda a, x, w, p=None: _window_attention(a, x, w, p, mask="one_more"),
+                "off by one: the window holds `window` keys, the query's own included — key j is "
+                "visible when i − window < j <= i, not i − window <= j."),
+        Mistake(lambda a, x, w, p=None: _window_attention(a, x, w, p, offset=False),
+                "with a cache the T new queries are the *last* T of the S positions: query r sits at "
+                "position S − T + r, and both ends of its window count from there."),
+        Mistake(lambda a, x, w, p=None: _window_attention(a, x, w, p, keep="all"),
+                "the returned cache must stay a rolling buffer: keep only its last `window` positions "
+                "(k[:, :, -window:]), or it grows with the text as a full cache does."),
+        Mistake(lambda a, x, w, p=None: _window_attention(a, x, w, p, keep="window-1"),
+                "keep the last `window` positions in the returned cache, as the exercise asks (a "
+                "buffer of window keys, as Mistral's), not window − 1."),
     ],
 ))
 
@@ -227,6 +247,7 @@ def _wordpiece_cases() -> list[Case]:
         Case("a piece missing from the vocabulary", ("snowman☃ melts", vocab)),
         Case("a word longer than 100 characters", ("a" * 120 + " end", vocab)),
         Case("tabs and newlines", ("line one\tline two\nthree  spaces", vocab)),
+        Case("random words", (random_text(draw(4, 12)), vocab)),
     ]
 
 
@@ -304,7 +325,13 @@ def _position_cases() -> list[Case]:
         Case("3 prompts of lengths 5, 2, 4", (_left_mask([5, 2, 4], 5),)),
         Case("no padding at all", (_left_mask([3, 3], 3),)),
         Case("one token after 6 pads", (_left_mask([1, 7], 7),)),
+        Case("random lengths", _random_left_mask()),
     ]
+
+
+def _random_left_mask() -> tuple[torch.Tensor]:
+    T = draw(2, 12)
+    return (_left_mask([draw(1, T) for _ in range(draw(1, 4))], T),)
 
 
 left_padded_position_ids = register(Checker(
@@ -366,6 +393,7 @@ def _decode_cases() -> list[Case]:
         Case("newline, tab and trailing spaces", (tok.tokenize("Line one\n\tLine two  "),)),
         Case("emoji split across tokens", (tok.tokenize(" 🦒 and 🦙 emoji"),)),
         Case("stopped in the middle of a character", (giraffe_llama[:-1],)),
+        Case("random words", (tok.tokenize(" " + random_text(draw(3, 10))),)),
     ]
 
 

@@ -198,3 +198,60 @@ eta_filter = register(Checker(
     ],
     what="your eta_filter",
 ))
+
+
+# =========================================================================== 4. previous-token heads
+# attn: (L, B, nh, T, T), every head's attention probabilities (rows sum to 1, causal). Return
+# (L, nh): for each head, the mean attention that position t pays to position t - 1, over the
+# sequences and over t = 1 ... T-1 (position 0 has no previous token).
+
+def previous_token_scores_reference(attn: torch.Tensor) -> torch.Tensor:
+    t = torch.arange(1, attn.shape[-1])
+    return attn[..., t, t - 1].mean(dim=(1, 3))                    # (L, nh)
+
+
+def _previous(attn, *, start=1, offset=-1, axes=(1, 3), diag=False):
+    T = attn.shape[-1]
+    if diag:  # torch.diagonal(offset=-1): the same entries, read another way
+        return torch.diagonal(attn, offset=offset, dim1=-2, dim2=-1).mean(dim=(1, 3))
+    t = torch.arange(start, T) if offset < 0 else torch.arange(0, T - 1)
+    return attn[..., t, t + offset].mean(dim=axes)
+
+
+def _causal_attention(L: int, B: int, nh: int, T: int, sharp: float = 1.0) -> torch.Tensor:
+    scores = torch.randn(L, B, nh, T, T) * sharp
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    return scores.masked_fill(mask, float("-inf")).softmax(-1)
+
+
+def _previous_cases() -> list[Case]:
+    L, B, nh, T = 3, 2, 4, 12
+    perfect = _causal_attention(L, B, nh, T)
+    t = torch.arange(1, T)
+    perfect[1, :, 2] = 0.0
+    perfect[1, :, 2, 0, 0] = 1.0
+    perfect[1, :, 2, t, t - 1] = 1.0                              # layer 1, head 2: a previous-token head
+    return [
+        Case("random causal attention, 3 layers x 4 heads", (_causal_attention(L, B, nh, T),)),
+        Case("one perfect previous-token head (layer 1, head 2)", (perfect,)),
+        Case("sharp heads, more sequences than heads", (_causal_attention(2, 5, 3, 20, sharp=4.0),)),
+        Case("two positions only", (_causal_attention(1, 3, 2, 2),)),
+    ]
+
+
+previous_token_scores = register(Checker(
+    "previous_token_scores", previous_token_scores_reference, _previous_cases,
+    axes=("layer", "head"), atol=1e-6,
+    mistakes=[
+        Mistake(lambda a: _previous(a, start=0),
+                "start at position 1: position 0 has no previous token, and attn[..., 0, -1] wraps "
+                "around to the *last* position (a zero above the diagonal, which lowers every score)."),
+        Mistake(lambda a: _previous(a, offset=+1),
+                "the previous token is t - 1 (below the diagonal); attn[..., t, t + 1] is the next "
+                "token, which causal attention never sees (all zeros)."),
+        Mistake(lambda a: _previous(a, axes=(0, 3)),
+                "average over the sequences (dimension 1) and the positions, keeping the layer "
+                "(dimension 0) and the head (dimension 2): the result is (L, nh)."),
+    ],
+    what="your previous_token_scores",
+))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, pick, register
 
 IGNORE = -100
 
@@ -168,6 +168,8 @@ def _wsd_cases() -> list[Case]:
         Case("warm-up 4, stable 5, decay 8, floor 0.1", (3e-4, 4, 5, 8, 0.1)),
         Case("no stable phase, floor 0", (1e-3, 3, 0, 6, 0.0)),
         Case("long decay, floor 0.2", (0.01, 2, 3, 25, 0.2)),
+        Case("random phases", (pick((1e-4, 3e-4, 1e-3, 5e-3)), draw(1, 6), draw(0, 6), draw(2, 12),
+                               pick((0.0, 0.05, 0.1, 0.25)))),
     ]
 
 

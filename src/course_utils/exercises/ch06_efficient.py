@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..efficient import BlockState, block_state, merge_blocks, naive_attention
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, pick, register
 
 _NEG_INF = float("-inf")
 
@@ -172,7 +172,16 @@ def _kv_cases() -> list[Case]:
              (_config("mistral", **mistral_7b), 2, 1000, torch.float16)),
         Case("Gemma-2-2B (head_dim 256; every other layer windowed), 1 x 8192, bfloat16",
              (_config("gemma2", **gemma2_2b), 1, 8192, torch.bfloat16)),
+        Case("a random GQA model and length", _random_kv_case()),
     ]
+
+
+def _random_kv_case() -> tuple[Any, int, int, torch.dtype]:
+    heads = pick((4, 8, 16))
+    config = _config("llama", vocab_size=1000, hidden_size=heads * pick((32, 64)), intermediate_size=256,
+                     num_hidden_layers=draw(1, 12), num_attention_heads=heads,
+                     num_key_value_heads=pick([k for k in (1, 2, 4, heads) if heads % k == 0]))
+    return config, draw(1, 4), draw(1, 5000), pick((torch.float32, torch.float16, torch.bfloat16))
 
 
 def _kv_formula(config: Any, batch_size: int, max_len: int, dtype: torch.dtype, *, gqa: bool = True,

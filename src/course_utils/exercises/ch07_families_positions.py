@@ -1,113 +1,336 @@
 """Checkers of Chapter 7 (Encoder–decoders, modern positions and the model families).
 
-Each reference is the library's own code, not the course's:
+Each reference is the library's own code, or held to it by a test:
 
-* ``check.t5_bucket(fn)``: ``fn(relative_position, bidirectional=True, num_buckets=32,
-  max_distance=128)`` against ``transformers``' ``T5Attention._relative_position_bucket``.
+* ``check.mha_cross_attention(fn)``: ``fn(x, memory, key_padding_mask, params, n_heads)`` ->
+  ``(out, weights)``: cross-attention with the weights of a ``torch.nn.MultiheadAttention``
+  (``in_proj_weight`` (3C, C) ...), ``key_padding_mask`` (B, S) True where the source is padding,
+  the weights averaged over the heads. The reference *is* ``nn.MultiheadAttention``.
+* ``check.decoder_layer_step(fn)``: ``fn(x_t, memory, src_mask, params, n_heads, cache)`` ->
+  ``(y_t, cache)``: one step of a BART decoder layer with a cache (self-attention keys and values
+  that grow, cross-attention keys and values of the memory computed once). The reference runs
+  ``transformers``' ``BartDecoderLayer`` over the whole prefix at every step; the cache's tensors
+  are compared with the layer's own projections.
+* ``check.rope_permute(fn)``: ``fn(w, n_heads)``: the rows of a query/key projection written for
+  interleaved RoPE (pairs 2i, 2i + 1, Meta's original Llama code) reordered for the half-split
+  RoPE of ``transformers`` (pairs i, i + hs/2): the ``permute`` of the library's Llama conversion
+  script, written out here (the script is not in the wheel). ``tests/test_ch07_checkers.py`` holds
+  it to the library: its GPT-J (interleaved) and Llama (half-split) rotary code give equal scores.
 * ``check.t5_position_bias(fn)``: ``fn(bias_table, query_length, key_length, bidirectional=True,
   max_distance=128)`` against ``T5Attention.compute_bias`` (queries are the last T of S positions).
-* ``check.llama3_inv_freq(fn)``: ``fn(head_dim, base, factor, low_freq_factor, high_freq_factor,
-  original_max_position)`` against ``transformers``' ``rope_type="llama3"`` initialisation
-  (``ROPE_INIT_FUNCTIONS["llama3"]``), the RoPE rescaling of Llama 3.1.
-* ``check.mixtral_active_params(value)``: the parameters one token uses in Mixtral-8x7B, counted on
-  ``MixtralForCausalLM`` built on the meta device from the published configuration.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 # Unlike other chapters' checkers, these references *are* transformers' code, imported here rather
 # than inside the functions: the import costs about a second of CPU once, and it belongs to loading
 # this module (which happens only when a Chapter 7 check is asked for), not to the first check's
 # time limit. Chapter 7's notebook has imported transformers long before its exercises.
-from transformers import LlamaConfig, T5Config
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers import BartConfig, T5Config
+from transformers.models.bart.modeling_bart import BartDecoderLayer
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, register
+
+
+# --------------------------------------------------------------------------- 1. cross-attention, MHA's layout
+def _mha_params(C: int) -> dict[str, torch.Tensor]:
+    """Weights with the names and shapes of ``nn.MultiheadAttention(C, nh)``'s state dict."""
+    return {"in_proj_weight": torch.randn(3 * C, C) / math.sqrt(C), "in_proj_bias": 0.1 * torch.randn(3 * C),
+            "out_proj.weight": torch.randn(C, C) / math.sqrt(C), "out_proj.bias": 0.1 * torch.randn(C)}
+
+
+def mha_cross_attention_reference(x, memory, key_padding_mask, params, n_heads):
+    """``nn.MultiheadAttention`` itself: queries from ``x``, keys and values from ``memory``."""
+    C = x.size(-1)
+    mha = torch.nn.MultiheadAttention(C, n_heads, batch_first=True, dtype=x.dtype)
+    mha.load_state_dict(params)
+    with torch.no_grad():
+        return mha(x, memory, memory, key_padding_mask=key_padding_mask, need_weights=True,
+                   average_attn_weights=True)
+
+
+def _mha_variant(x, memory, key_padding_mask, params, n_heads, *, mask="right", scale=True,
+                 average=True, transpose=False, order=(0, 1, 2)):
+    B, T, C = x.shape
+    hs = C // n_heads
+    w, b = params["in_proj_weight"].chunk(3), params["in_proj_bias"].chunk(3)
+    w, b = [w[i] for i in order], [b[i] for i in order]
+
+    def proj(inp, i):
+        out = inp @ w[i] + b[i] if transpose else F.linear(inp, w[i], b[i])
+        return out.view(inp.size(0), inp.size(1), n_heads, hs).transpose(1, 2)   # (B, nh, *, hs)
+
+    q, k, v = proj(x, 0), proj(memory, 1), proj(memory, 2)
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(hs) if scale else 1.0)           # (B, nh, T, S)
+    if mask == "right":
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    elif mask == "inverted":
+        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
+    weights = scores.softmax(-1)
+    out = F.linear((weights @ v).transpose(1, 2).reshape(B, T, C), params["out_proj.weight"],
+                   params["out_proj.bias"])
+    return out, (weights.mean(1) if average else weights)
+
+
+def _mha_cases() -> list[Case]:
+    C, nh = 16, 4
+    params = _mha_params(C)
+    right = torch.tensor([[False] * 5 + [True] * 2, [False] * 3 + [True] * 4])     # padding at the end
+    left = torch.tensor([[True] * 2 + [False] * 5, [True] * 4 + [False] * 3])      # padding at the start
+    n = draw(2, 9)
+    drawn = torch.arange(n)[None, :] >= torch.randint(1, n + 1, (3,))[:, None]      # >= 1 real token each
+    return [
+        Case("B = 2, T = 3 targets over S = 7 sources, padding at the end",
+             (torch.randn(2, 3, C), torch.randn(2, 7, C), right, params, nh)),
+        Case("padding at the start (left-padded sources)",
+             (torch.randn(2, 4, C), torch.randn(2, 7, C), left, params, nh)),
+        Case("no padding, one head", (torch.randn(2, 5, C), torch.randn(2, 6, C),
+                                      torch.zeros(2, 6, dtype=torch.bool), params, 1)),
+        Case(f"random lengths of {n} sources, 8 heads, C = 32",
+             (torch.randn(3, draw(1, 6), 32), torch.randn(3, n, 32), drawn, _mha_params(32), 8)),
+    ]
+
+
+mha_cross_attention = register(Checker(
+    "mha_cross_attention", mha_cross_attention_reference, _mha_cases,
+    axes=("batch", "target", "source"), atol=1e-5, rtol=1e-4,
+    mistakes=[
+        Mistake(lambda *a: _mha_variant(*a, mask="inverted"),
+                "key_padding_mask is True where the source is *padding* (the positions to ignore), the "
+                "opposite of the chapter's attention mask (1 for real tokens): mask where it is True."),
+        Mistake(lambda *a: _mha_variant(*a, mask="none"),
+                "the padded source positions got attention weight: set their scores to −inf before the "
+                "softmax (`masked_fill(key_padding_mask[:, None, None, :], float('-inf'))`)."),
+        Mistake(lambda *a: _mha_variant(*a, scale=False),
+                "divide the scores by sqrt(hs), the head size C // n_heads, before the softmax."),
+        Mistake(lambda *a: _mha_variant(*a, average=False),
+                "return the weights averaged over the heads, (B, T, S), as nn.MultiheadAttention does by "
+                "default (`average_attn_weights=True`)."),
+        Mistake(lambda *a: _mha_variant(*a, transpose=True),
+                "the rows of in_proj_weight are output features, as in nn.Linear: compute "
+                "`F.linear(x, W_q, b_q)` (x @ W_q.T + b_q), not x @ W_q."),
+        Mistake(lambda *a: _mha_variant(*a, order=(1, 0, 2)),
+                "in_proj_weight stacks the query, key and value projections in that order: "
+                "`W_q, W_k, W_v = in_proj_weight.chunk(3)`."),
+    ],
+    what="your mha_cross_attention",
+))
+
+
+# --------------------------------------------------------------------------- 2. a decoder layer's step with a cache
+CACHE_KEYS = ("self_k", "self_v", "cross_k", "cross_v")
+
+
+def random_bart_layer_params(C: int = 16, d_ff: int = 32) -> dict[str, torch.Tensor]:
+    """Weights with the names and shapes of a ``BartDecoderLayer``'s state dict."""
+    p: dict[str, torch.Tensor] = {}
+    for attn in ("self_attn", "encoder_attn"):
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            p[f"{attn}.{proj}.weight"] = torch.randn(C, C) / math.sqrt(C)
+            p[f"{attn}.{proj}.bias"] = 0.1 * torch.randn(C)
+    p["fc1.weight"], p["fc1.bias"] = torch.randn(d_ff, C) / math.sqrt(C), 0.1 * torch.randn(d_ff)
+    p["fc2.weight"], p["fc2.bias"] = torch.randn(C, d_ff) / math.sqrt(d_ff), 0.1 * torch.randn(C)
+    for ln in ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"):
+        p[f"{ln}.weight"], p[f"{ln}.bias"] = 1 + 0.1 * torch.randn(C), 0.1 * torch.randn(C)
+    return p
+
+
+def _library_layer(params: dict[str, torch.Tensor], n_heads: int) -> BartDecoderLayer:
+    C, d_ff = params["fc1.weight"].size(1), params["fc1.weight"].size(0)
+    config = BartConfig(d_model=C, decoder_attention_heads=n_heads, decoder_ffn_dim=d_ff, dropout=0.0,
+                        attention_dropout=0.0, activation_dropout=0.0, activation_function="gelu")
+    config._attn_implementation = "eager"
+    layer = BartDecoderLayer(config, layer_idx=0).eval()
+    layer.load_state_dict(params)
+    return layer
+
+
+def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    B, T, C = t.shape
+    return t.view(B, T, n_heads, C // n_heads).transpose(1, 2)                      # (B, nh, T, hs)
+
+
+def decoder_layer_step_reference(x_t, memory, src_mask, params, n_heads, cache=None):
+    """The library's ``BartDecoderLayer`` over the whole prefix (no cache), its last position; the
+    cache holds the layer's own key and value projections (and, privately, the inputs so far)."""
+    inputs = x_t if cache is None else torch.cat([cache["_inputs"], x_t], dim=1)    # (B, t, C)
+    layer, t = _library_layer(params, n_heads), inputs.size(1)
+    neg = torch.finfo(x_t.dtype).min
+    causal = torch.zeros(t, t, dtype=x_t.dtype).masked_fill(
+        torch.ones(t, t, dtype=torch.bool).triu(1), neg)[None, None]                # (1, 1, t, t)
+    source = torch.zeros(src_mask.size(0), 1, t, src_mask.size(1), dtype=x_t.dtype).masked_fill(
+        ~src_mask.bool()[:, None, None, :], neg)                                     # (B, 1, t, S)
+    with torch.no_grad():
+        out = layer(inputs, attention_mask=causal, encoder_hidden_states=memory, encoder_attention_mask=source)
+        out = out[0] if isinstance(out, tuple) else out
+        new = {"self_k": _heads(layer.self_attn.k_proj(inputs), n_heads),
+               "self_v": _heads(layer.self_attn.v_proj(inputs), n_heads),
+               "cross_k": _heads(layer.encoder_attn.k_proj(memory), n_heads),
+               "cross_v": _heads(layer.encoder_attn.v_proj(memory), n_heads), "_inputs": inputs}
+    return out[:, -1:], new
+
+
+def _ln(x, params, name):
+    return F.layer_norm(x, x.shape[-1:], params[f"{name}.weight"], params[f"{name}.bias"], eps=1e-5)
+
+
+def _attend(q, k, v, mask=None, scale=True):
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scale else 1.0)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def _step_variant(x_t, memory, src_mask, params, n_heads, cache=None, *, src_masked=True, pre_ln=False,
+                  cross_weights="encoder_attn", scale=True, keep_past=True):
+    """One decoder step written out, with one switch per known mistake (the unswitched version equals
+    the reference: ``tests/test_ch07_checkers.py``)."""
+    B = x_t.size(0)
+
+    def lin(t, name):
+        return F.linear(t, params[f"{name}.weight"], params[f"{name}.bias"])
+
+    def merge(t):
+        return t.transpose(1, 2).reshape(B, t.size(2), -1)
+
+    def sub(x, fn, ln):                                                    # a residual sub-layer
+        return x + fn(_ln(x, params, ln)) if pre_ln else _ln(x + fn(x), params, ln)
+
+    new = dict(cache) if cache is not None else {}
+    if cache is None:
+        new["cross_k"] = _heads(lin(memory, f"{cross_weights}.k_proj"), n_heads)
+        new["cross_v"] = _heads(lin(memory, f"{cross_weights}.v_proj"), n_heads)
+    cross_mask = src_mask.bool()[:, None, None, :] if src_masked else None
+
+    def self_attn(h):
+        k, v = _heads(lin(h, "self_attn.k_proj"), n_heads), _heads(lin(h, "self_attn.v_proj"), n_heads)
+        if cache is not None and keep_past:
+            k, v = torch.cat([cache["self_k"], k], dim=2), torch.cat([cache["self_v"], v], dim=2)
+        new["self_k"], new["self_v"] = k, v
+        return lin(merge(_attend(_heads(lin(h, "self_attn.q_proj"), n_heads), k, v, scale=scale)),
+                   "self_attn.out_proj")
+
+    def cross_attn(h):
+        q = _heads(lin(h, f"{cross_weights}.q_proj"), n_heads)
+        out = _attend(q, new["cross_k"], new["cross_v"], cross_mask, scale=scale)
+        return lin(merge(out), f"{cross_weights}.out_proj")
+
+    x = sub(x_t, self_attn, "self_attn_layer_norm")
+    x = sub(x, cross_attn, "encoder_attn_layer_norm")
+    x = sub(x, lambda h: lin(F.gelu(lin(h, "fc1")), "fc2"), "final_layer_norm")
+    return x, new
+
+
+def _step_call(fn, case: Case):
+    """Feed the target one position at a time, handing back the cache the function returned; the
+    output is every step's y and the last cache's four tensors."""
+    x, memory, src_mask, params, n_heads = case.args
+    cache, ys = None, []
+    for t in range(x.size(1)):
+        got = fn(x[:, t:t + 1], memory, src_mask, params, n_heads, cache)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            return got                           # compared as it is: the check says what it expected
+        y, cache = got
+        ys.append(y)
+    shapes = {tuple(y.shape) for y in ys if isinstance(y, torch.Tensor)}
+    y_all = torch.cat(ys, dim=1) if len(shapes) == 1 and all(isinstance(y, torch.Tensor) for y in ys) else tuple(ys)
+    kept = tuple(cache.get(k) for k in CACHE_KEYS) if isinstance(cache, dict) else (cache,)
+    return (y_all, *kept)
+
+
+def _step_cases() -> list[Case]:
+    params = random_bart_layer_params()
+    src_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    n = draw(2, 8)
+    drawn = (torch.arange(n)[None, :] < torch.randint(1, n + 1, (2,))[:, None]).long()
+    return [
+        Case("B = 2, 5 target steps, 6 sources (the second with 2 padding)",
+             (torch.randn(2, 5, 16), torch.randn(2, 6, 16), src_mask, params, 4)),
+        Case("one step (no cache yet)", (torch.randn(2, 1, 16), torch.randn(2, 6, 16), src_mask, params, 2)),
+        Case(f"random: {n} sources, random padding, 8 heads, C = 32",
+             (torch.randn(2, draw(2, 6), 32), torch.randn(2, n, 32), drawn, random_bart_layer_params(32, 64), 8)),
+    ]
+
+
+decoder_layer_step = register(Checker(
+    "decoder_layer_step", decoder_layer_step_reference, _step_cases,
+    axes=None, atol=1e-5, rtol=1e-4, call=_step_call,
+    mistakes=[
+        Mistake(lambda *a, **k: _step_variant(*a, **k, src_masked=False),
+                "the cross-attention gave weight to the padded source positions: mask them with src_mask "
+                "(1 for real tokens) in the cross-attention, at every step."),
+        Mistake(lambda *a, **k: _step_variant(*a, **k, keep_past=False),
+                "each step's self-attention must see every earlier target position: append the new key and "
+                "value to the cached ones (`torch.cat([cache['self_k'], k], dim=2)`) and attend over all."),
+        Mistake(lambda *a, **k: _step_variant(*a, **k, cross_weights="self_attn"),
+                "the cross-attention has its own weights, `encoder_attn.*` (queries from the decoder, keys and "
+                "values from the memory); the `self_attn.*` weights are the causal self-attention's."),
+        Mistake(lambda *a, **k: _step_variant(*a, **k, pre_ln=True),
+                "BART's layer is post-LN: `x = LN(x + sublayer(x))` for each of its three sub-layers."),
+        Mistake(lambda *a, **k: _step_variant(*a, **k, scale=False),
+                "divide the scores by sqrt(hs), the head size C // n_heads, in both attentions."),
+    ],
+    what="your decoder_layer_step",
+))
+
+
+# --------------------------------------------------------------------------- 3. RoPE: Meta's layout to the library's
+def rope_permute_reference(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The permutation of ``transformers``' Llama conversion script (``permute``): within each head,
+    row 2i goes to row i and row 2i + 1 to row i + hs/2."""
+    out_features, C = w.shape
+    return w.view(n_heads, out_features // n_heads // 2, 2, C).transpose(1, 2).reshape(out_features, C)
+
+
+def _rope_inverse(w, n_heads):
+    out_features, C = w.shape
+    return w.view(n_heads, 2, out_features // n_heads // 2, C).transpose(1, 2).reshape(out_features, C)
+
+
+def _rope_whole(w, n_heads):
+    return rope_permute_reference(w, 1)
+
+
+def _rope_columns(w, n_heads):
+    return rope_permute_reference(w.T.contiguous(), n_heads).T
+
+
+def _rope_cases() -> list[Case]:
+    nh = draw(2, 6)
+    return [
+        Case("4 heads of 8, C = 32 (a query projection)", (torch.randn(32, 32), 4)),
+        Case("2 key/value heads of 8, C = 32 (grouped-query: fewer rows than columns)", (torch.randn(16, 32), 2)),
+        Case("one head of 4", (torch.randn(4, 6), 1)),
+        Case(f"{nh} heads of 6, C = 10", (torch.randn(6 * nh, 10), nh)),
+    ]
+
+
+rope_permute = register(Checker(
+    "rope_permute", rope_permute_reference, _rope_cases,
+    axes=("row", "column"), atol=0, rtol=0,
+    mistakes=[
+        Mistake(lambda w, n: w.clone(), "the rows are unchanged: within each head, interleaved RoPE rotates rows "
+                                        "(2i, 2i + 1) together, the library's RoPE rows (i, i + hs/2)."),
+        Mistake(_rope_inverse, "that is the inverse permutation (the library's layout back to Meta's): row 2i "
+                               "must *become* row i, and row 2i + 1 row i + hs/2."),
+        Mistake(_rope_whole, "permute within each head, not across the whole matrix: view the rows as "
+                             "(n_heads, hs/2, 2, C) before you reorder."),
+        Mistake(_rope_columns, "permute the rows (the output features, one per head channel), not the columns: "
+                               "the columns are the model's input channels, which RoPE does not touch."),
+    ],
+    what="your rope_permute",
+))
 
 
 # --------------------------------------------------------------------------- T5 buckets
 def _t5_reference(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
     return T5Attention._relative_position_bucket(relative_position, bidirectional=bidirectional,
                                                  num_buckets=num_buckets, max_distance=max_distance)
-
-
-def _t5_variant(relative_position, bidirectional=True, num_buckets=32, max_distance=128, *,
-                halve=True, rounding=False, cap=True, abs_in_decoder=False):
-    """The reference written out, with one switch per known mistake."""
-    bucket = torch.zeros_like(relative_position)
-    if bidirectional:
-        if halve:
-            num_buckets //= 2
-        bucket = bucket + (relative_position > 0).long() * num_buckets
-        distance = relative_position.abs()
-    else:
-        distance = relative_position.abs() if abs_in_decoder else (-relative_position).clamp(min=0)
-    exact = num_buckets // 2
-    scaled = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (num_buckets - exact)
-    large = exact + (scaled.round() if rounding else scaled).long()
-    if cap:
-        large = large.clamp(max=num_buckets - 1)
-    return bucket + torch.where(distance < exact, distance, large)
-
-
-def _t5_sign_flipped(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
-    return _t5_reference(-relative_position, bidirectional, num_buckets, max_distance)
-
-
-def _t5_no_halving(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
-    return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, halve=False)
-
-
-def _t5_rounding(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
-    return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, rounding=True)
-
-
-def _t5_no_cap(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
-    return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, cap=False)
-
-
-def _t5_abs_in_decoder(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
-    return _t5_variant(relative_position, bidirectional, num_buckets, max_distance, abs_in_decoder=True)
-
-
-def _t5_cases() -> list[Case]:
-    offsets = torch.arange(-300, 301)
-    grid = torch.arange(12)[None, :] - torch.arange(12)[:, None]        # key - query, (T, S)
-    return [
-        Case("encoder (bidirectional), offsets -300..300", (offsets,)),
-        Case("decoder (bidirectional=False), offsets -300..300", (offsets,), {"bidirectional": False}),
-        Case("a 12 x 12 grid of key - query positions", (grid,)),
-        Case("8 buckets, max_distance 20", (offsets,), {"num_buckets": 8, "max_distance": 20}),
-        Case("decoder, 16 buckets, max_distance 64", (offsets,),
-             {"bidirectional": False, "num_buckets": 16, "max_distance": 64}),
-    ]
-
-
-t5_bucket = register(Checker(
-    "t5_bucket", _t5_reference, _t5_cases,
-    axes=("offset",),
-    mistakes=[
-        Mistake(_t5_sign_flipped, "relative_position is key position − query position: keys *after* the query "
-                                  "(positive values) get the upper half of the buckets in an encoder, and a "
-                                  "decoder keeps the keys at or before the query (relative_position <= 0)."),
-        Mistake(_t5_no_halving, "with bidirectional=True, first halve num_buckets (num_buckets //= 2): one half for "
-                                "keys before the query, one for keys after; the rest of the rule uses the half."),
-        Mistake(_t5_abs_in_decoder, "for a decoder (bidirectional=False) the distance is max(−relative_position, 0): "
-                                    "keys after the query all fall into bucket 0, not into buckets by |offset|."),
-        Mistake(_t5_rounding, "the logarithmic bucket is truncated towards zero (`.long()`, as the library's "
-                              "`.to(torch.long)`), not rounded."),
-        Mistake(_t5_no_cap, "distances beyond max_distance must share the last bucket: cap the logarithmic bucket "
-                            "at num_buckets − 1 (of the buckets left after halving)."),
-    ],
-    atol=0, rtol=0,
-    what="your t5_bucket",
-))
 
 
 # --------------------------------------------------------------------------- T5's position bias
@@ -180,111 +403,3 @@ t5_position_bias = register(Checker(
 ))
 
 
-# --------------------------------------------------------------------------- Llama 3.1 RoPE scaling
-def _llama3_reference(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position):
-    config = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, head_dim=head_dim,
-                         max_position_embeddings=int(original_max_position * factor),
-                         rope_parameters={"rope_type": "llama3", "rope_theta": float(base), "factor": float(factor),
-                                          "low_freq_factor": float(low_freq_factor),
-                                          "high_freq_factor": float(high_freq_factor),
-                                          "original_max_position_embeddings": int(original_max_position)})
-    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, None)
-    return inv_freq
-
-
-def _llama3_variant(head_dim, base, factor, low_freq_factor, high_freq_factor, original_max_position, *,
-                    mode="right"):
-    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
-    if mode == "all":
-        return inv_freq / factor
-    if mode == "swapped":
-        low_freq_factor, high_freq_factor = high_freq_factor, low_freq_factor
-    wavelen = 1.0 / inv_freq if mode == "no_2pi" else 2 * math.pi / inv_freq
-    low_wavelen, high_wavelen = original_max_position / low_freq_factor, original_max_position / high_freq_factor
-    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    if mode == "hard":
-        return scaled
-    s = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    middle = (1 - s) * scaled / factor + s * scaled
-    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-    return torch.where(medium, middle, scaled)
-
-
-def _llama3_all(*args):
-    return _llama3_variant(*args, mode="all")
-
-
-def _llama3_hard(*args):
-    return _llama3_variant(*args, mode="hard")
-
-
-def _llama3_swapped(*args):
-    return _llama3_variant(*args, mode="swapped")
-
-
-def _llama3_no_2pi(*args):
-    return _llama3_variant(*args, mode="no_2pi")
-
-
-def _llama3_cases() -> list[Case]:
-    return [
-        Case("Llama 3.1 8B: head 128, base 500000, factor 8, low 1, high 4, original 8192",
-             (128, 500000.0, 8.0, 1.0, 4.0, 8192)),
-        Case("Llama 3.2: factor 32", (64, 500000.0, 32.0, 1.0, 4.0, 8192)),
-        Case("head 64, base 10000, factor 4, original 2048", (64, 10000.0, 4.0, 1.0, 4.0, 2048)),
-        Case("low 2, high 8, original 1024", (96, 10000.0, 2.0, 2.0, 8.0, 1024)),
-    ]
-
-
-llama3_inv_freq = register(Checker(
-    "llama3_inv_freq", _llama3_reference, _llama3_cases,
-    axes=("frequency",),
-    mistakes=[
-        Mistake(_llama3_all, "every frequency was divided by factor (plain position interpolation); Llama 3.1 "
-                             "leaves the fast pairs (wavelength < original / high_freq_factor) unchanged."),
-        Mistake(_llama3_hard, "the middle band (original / high_freq_factor <= wavelength <= original / "
-                              "low_freq_factor) must interpolate: (1 − s)·θ/factor + s·θ with "
-                              "s = (original / wavelength − low_freq_factor) / (high_freq_factor − low_freq_factor)."),
-        Mistake(_llama3_swapped, "low_freq_factor and high_freq_factor are swapped: the long-wavelength threshold "
-                                 "is original / low_freq_factor (the larger one), the short one "
-                                 "original / high_freq_factor."),
-        Mistake(_llama3_no_2pi, "the wavelength of a pair is 2π / θ (the positions it takes to turn a full circle), "
-                                "not 1 / θ."),
-    ],
-    atol=1e-7, rtol=1e-5,
-    what="your llama3_inv_freq",
-))
-
-
-# --------------------------------------------------------------------------- Mixtral active parameters
-@lru_cache(maxsize=1)  # a meta build of Mixtral takes a moment; the counts never change
-def _mixtral_counts() -> dict[str, int]:
-    from ..families import build_on_meta
-
-    model: Any = build_on_meta("mistralai/Mixtral-8x7B-v0.1")  # a transformers model: submodules by name
-    cfg = model.config
-    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    router = sum(p.numel() for n, p in model.named_parameters() if ".mlp.gate." in n)
-    embeddings = model.model.embed_tokens.weight.numel() + model.lm_head.weight.numel()
-    total = sum(p.numel() for p in model.parameters())
-    k, n = cfg.num_experts_per_tok, cfg.num_local_experts
-    return {"total": total, "experts": experts, "router": router, "embeddings": embeddings,
-            "active": total - experts + experts * k // n, "one": total - experts + experts // n}
-
-
-mixtral_active_params = register(Checker(
-    "mixtral_active_params", lambda: _mixtral_counts()["active"], kind="value",
-    mistakes=[
-        Mistake(lambda: _mixtral_counts()["total"], "that is every parameter, all 8 experts included; a token passes "
-                                                   "through only the 2 experts its router picks in each layer."),
-        Mistake(lambda: _mixtral_counts()["one"], "each token uses the top *2* experts per layer "
-                                                 "(num_experts_per_tok = 2), not one."),
-        Mistake(lambda: _mixtral_counts()["active"] - _mixtral_counts()["embeddings"],
-                "include the embedding table and the output layer: every token is looked up in the first "
-                "and scored by the second."),
-        Mistake(lambda: _mixtral_counts()["active"] - _mixtral_counts()["router"],
-                "include the routers (mlp.gate): every token's hidden state goes through them to choose its experts."),
-    ],
-    atol=0, rtol=0,
-    what="your value",
-))

@@ -91,8 +91,8 @@ GRADING_ENV = "COURSE_EXERCISES_GRADING"
 #: Marks every font has (DejaVu covers them): emoji render as empty boxes on many sites.
 PASS_MARK, FAIL_MARK = "✓", "✗"
 
-__all__ = ["Case", "Checker", "CheckResult", "ExerciseFailed", "Mistake", "check", "get_checker",
-           "register", "registered_names"]
+__all__ = ["Case", "Checker", "CheckResult", "ExerciseFailed", "HandOverChecker", "Mistake", "check",
+           "get_checker", "grading", "hand_over", "register", "registered_names", "submitted"]
 
 
 class ExerciseFailed(AssertionError):
@@ -179,7 +179,7 @@ def _library_roots() -> tuple[str, ...]:
 _LIB_ROOTS = _library_roots()
 
 
-def _is_student_frame(filename: str) -> bool:
+def is_student_frame(filename: str) -> bool:
     if filename.startswith("<frozen"):
         return False
     if filename.startswith("<"):  # <ipython-input-..>, <string>, <stdin>
@@ -187,9 +187,9 @@ def _is_student_frame(filename: str) -> bool:
     return not os.path.realpath(filename).startswith(_LIB_ROOTS)
 
 
-def _student_line(exc: BaseException) -> str | None:
+def student_line(exc: BaseException) -> str | None:
     """``line 3 of attention: scores = q @ k.T`` -- the deepest line of the student's code."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_student_frame(f.filename)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_student_frame(f.filename)]
     if not frames:
         return None
     frame = frames[-1]
@@ -223,13 +223,17 @@ class Checker:
     call:       ``call(obj, case) -> output``; default ``obj(*case.args, **case.kwargs)``.
     allow_mutation: if False (default) a function that changes its inputs in place fails.
     allowed:    course_utils functions a solution may call (see the module docstring).
+    single_input: why the cases cannot depend on the seed (their input space is a single point);
+                otherwise at least one case must be drawn from torch's generator, so that each
+                grading run's inputs are new (``tests/test_checker_registry.py`` checks it).
     """
 
     def __init__(self, name: str, reference: Callable[..., Any], cases: Callable[[], Sequence[Case]] | None = None,
                  *, mistakes: Iterable[Mistake] = (), kind: str = "function", axes: Any = None,
                  atol: float = 1e-5, rtol: float = 1e-4, timeout: float = 2.0,
                  call: Callable[[Any, Case], Any] | None = None, allow_mutation: bool = False,
-                 seed: int = 0, what: str | None = None, allowed: Iterable[Callable[..., Any]] = ()) -> None:
+                 seed: int = 0, what: str | None = None, allowed: Iterable[Callable[..., Any]] = (),
+                 single_input: str | None = None) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"checker name {name!r} must be a lower-case Python identifier")
         if kind not in {"function", "value"}:
@@ -250,6 +254,7 @@ class Checker:
         self.what = what or ("your function" if kind == "function" else "your value")
         self.module = getattr(reference, "__module__", None)
         self.allowed = list(allowed)
+        self.single_input = single_input
 
     def mistake(self, hint: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of adding a :class:`Mistake`."""
@@ -264,9 +269,8 @@ class Checker:
     # -- running
 
     def __call__(self, submission: Any) -> CheckResult | None:
-        if _env_true(GRADING_ENV):
-            _SUBMITTED[self.name] = submission
-            print(f"check.{self.name}: handed to the grader.")
+        if grading():
+            hand_over(self.name, submission)
             return None
         start = time.perf_counter()
         try:
@@ -274,7 +278,7 @@ class Checker:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a bug in the checker must not crash the notebook
-            result = self._fail("internal", f"the checker itself failed ({type(exc).__name__}: "
+            result = self.fail("internal", f"the checker itself failed ({type(exc).__name__}: "
                                             f"{_first_line(str(exc))}); this is a bug in course_utils — "
                                             "please report it with this message.")
         result.seconds = time.perf_counter() - start
@@ -284,34 +288,38 @@ class Checker:
             raise ExerciseFailed(result.message)
         return result
 
-    def _fail(self, stage: str, text: str, case: Case | None = None, hint: str | None = None) -> CheckResult:
+    def fail(self, stage: str, text: str, case: Case | None = None, hint: str | None = None) -> CheckResult:
+        """A failed result of this check (the message names the check and the case)."""
         where = f" (case '{case.name}'{_describe_inputs(case)})" if case is not None else ""
         message = f"{FAIL_MARK} check.{self.name}{where}: {text}"
         if hint:
             message += f"\n   Hint: {hint}"
         return CheckResult(self.name, False, message, stage=stage, case=case.name if case else None, hint=hint)
 
-    def _seeded(self, fn: Callable[[], Any]) -> Any:
+
+    def seeded(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` under ``torch.manual_seed(self.seed)``, the caller's random state kept."""
         # fork_rng(devices=[]) restores the CPU generator afterwards without touching CUDA,
         # so a check neither depends on nor disturbs the notebook's random stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return fn()
 
+
     def _run(self, submission: Any) -> CheckResult:
         if self.kind == "value":
             return self._run_value(submission)
         misuse = self._misuse(submission)
         if misuse:
-            return self._fail("misuse", misuse)
+            return self.fail("misuse", misuse)
         cases = self.make_cases()
         for case in cases:
             expected = self.expected(case)
             given = _copy_case(case)
-            outcome = run_limited(lambda: self._seeded(lambda: self.call(submission, given)),  # noqa: B023 - run at once
+            outcome = run_limited(lambda: self.seeded(lambda: self.call(submission, given)),  # noqa: B023 - run at once
                                   self.timeout)
             ran = not (self.allow_mutation or outcome.error is not None or outcome.timed_out)
-            mutated = self._mutated(case, given) if ran else None
+            mutated = self.mutated(case, given) if ran else None
             failed = self.judge_case(case, expected, outcome, mutated)
             if failed is not None:
                 return failed
@@ -329,7 +337,7 @@ class Checker:
 
     def expected(self, case: Case) -> Any:
         """The reference's output on a fresh copy of ``case``."""
-        return self._seeded(lambda: self.call(self.reference, _copy_case(case)))
+        return self.seeded(lambda: self.call(self.reference, _copy_case(case)))
 
     def passed(self, cases: Sequence[Case]) -> CheckResult:
         return CheckResult(self.name, True, f"{PASS_MARK} check.{self.name} passed "
@@ -342,8 +350,8 @@ class Checker:
         ``prepare`` turns a mistake's output into the form ``outcome.value`` has (the grader
         compares plain data decoded from the student's kernel)."""
         if outcome.timed_out:
-            return self._fail("timeout", f"{self.what} did not finish within {self.timeout:g} s — an infinite "
-                                         "loop (a `while` whose condition never changes)? The check stopped it."
+            return self.fail("timeout", f"{self.what} timed out after {self.timeout:g} s — an infinite "
+                                        "loop (a `while` whose condition never changes)? The check stopped it."
                               + _printed(outcome), case)
         if outcome.error is not None:
             return self._exception(outcome, case)
@@ -352,22 +360,22 @@ class Checker:
             text = problem.message
             if mutated:
                 text += f" (Also: {self.what} changed its input `{mutated}` in place.)"
-            return self._fail(problem.stage, text + _printed(outcome), case,
+            return self.fail(problem.stage, text + _printed(outcome), case,
                               self._hint(case, outcome.value, prepare))
         if mutated:
-            return self._fail("mutation", f"{self.what} changed its input `{mutated}` in place — work on a "
+            return self.fail("mutation", f"{self.what} changed its input `{mutated}` in place — work on a "
                                           "copy or use out-of-place operations (`x = x + 1`, not `x += 1`; "
                                           "`masked_fill`, not `masked_fill_`).", case)
         return None
 
     def _run_value(self, submission: Any) -> CheckResult:
         if callable(submission) and not isinstance(submission, (torch.Tensor, torch.nn.Module)):
-            return self._fail("misuse", "expected the value you computed, not a function "
+            return self.fail("misuse", "expected the value you computed, not a function "
                                         "— call your function and pass its result.")
         if submission is None:
-            return self._fail("type", "the value is None — not done yet? Compute it in the cell above "
+            return self.fail("type", "the value is None — not done yet? Compute it in the cell above "
                                       "(and run that cell) before checking.")
-        return self.judge_value(self._seeded(self.reference), submission)
+        return self.judge_value(self.seeded(self.reference), submission)
 
     def judge_value(self, expected: Any, submission: Any,
                     prepare: Callable[[Any], Any] | None = None) -> CheckResult:
@@ -378,7 +386,7 @@ class Checker:
         hint = None
         for mistake in self.mistakes:
             try:
-                wrong = self._seeded(mistake.fn)
+                wrong = self.seeded(mistake.fn)
                 if prepare is not None:
                     wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run here says nothing
@@ -386,7 +394,7 @@ class Checker:
             if compare(wrong, submission, atol=self.atol, rtol=self.rtol) is None:
                 hint = mistake.hint
                 break
-        return self._fail(problem.stage, problem.message, None, hint)
+        return self.fail(problem.stage, problem.message, None, hint)
 
     def _misuse(self, submission: Any) -> str | None:
         if callable(submission):
@@ -400,10 +408,10 @@ class Checker:
     def _exception(self, outcome: Outcome, case: Case) -> CheckResult:
         exc = outcome.error
         assert exc is not None
-        where = outcome.where if outcome.where is not None else _student_line(exc)
+        where = outcome.where if outcome.where is not None else student_line(exc)
         if isinstance(exc, NotImplementedError):
             detail = _first_line(str(exc))
-            return self._fail("exception", "not implemented yet — your function still raises NotImplementedError. "
+            return self.fail("exception", "not implemented yet — your function still raises NotImplementedError. "
                                            "Replace the `raise` line with your code."
                               + (f" ({detail})" if detail else ""), case)
         text = f"{self.what} raised {type(exc).__name__}: {_first_line(str(exc))}"
@@ -411,9 +419,10 @@ class Checker:
             text += f"\n   at {where}"
         if isinstance(exc, SystemExit):
             text += "\n   (sys.exit/exit() inside a function stops it; use `return`.)"
-        return self._fail("exception", text + _printed(outcome), case)
+        return self.fail("exception", text + _printed(outcome), case)
 
-    def _mutated(self, case: Case, given: Case) -> str | None:
+    def mutated(self, case: Case, given: Case) -> str | None:
+        """The name of the first input that ``given`` (after the call) changed, or None."""
         names = _arg_names(self.reference, case)
         for i, (before, after) in enumerate(zip(case.args, given.args)):
             if not same_input(before, after):
@@ -433,7 +442,7 @@ class Checker:
         """The hint of the first known mistake whose output equals the student's."""
         for mistake in self.mistakes:
             try:
-                wrong = self._seeded(lambda: self.call(mistake.fn, _copy_case(case)))  # noqa: B023 - run at once
+                wrong = self.seeded(lambda: self.call(mistake.fn, _copy_case(case)))  # noqa: B023 - run at once
                 if prepare is not None:
                     wrong = prepare(wrong)
             except Exception:  # noqa: BLE001 - a variant that cannot run on this case says nothing
@@ -441,6 +450,34 @@ class Checker:
             if compare(wrong, got, atol=self.atol, rtol=self.rtol) is None:
                 return mistake.hint
         return None
+
+
+def draw(low: int, high: int) -> int:
+    """A whole number in ``[low, high]`` from torch's generator. Case functions run under the
+    grading run's seed, so a case drawn with this is new in every run: a table of outputs for
+    one run's inputs does not pass another."""
+    if high < low:
+        raise ValueError(f"draw({low}, {high}): high is below low")
+    return int(torch.randint(low, high + 1, ()).item())
+
+
+def pick(options: Sequence[Any]) -> Any:
+    """One of ``options``, drawn like :func:`draw`."""
+    return options[draw(0, len(options) - 1)]
+
+
+WORDS = ("the", "attention", "head", "tokenizer", "embedding", "unbelievable", "café", "naïve", "Transformer",
+         "layers", "déjà", "vu", "12", "3.5", "x", "Hello", "world", "it's", "positional", "résumé", "—",
+         "snowflakes", "quickly", "GPU", "mask", "über", "jalapeño", "reads", "an", "encoder")
+
+
+def random_text(words: int) -> str:
+    """A sentence of ``words`` words (accents, numbers, punctuation) drawn like :func:`draw`."""
+    out = []
+    for _ in range(words):
+        word = pick(WORDS)
+        out.append(word + pick(("", "", "", ",", ".", "!", "?")))
+    return " ".join(out)
 
 
 def _copy_case(case: Case) -> Case:
@@ -474,28 +511,90 @@ def _printed(outcome: Outcome) -> str:
 
 # --------------------------------------------------------------------------- the registry
 
-_REGISTRY: dict[str, Checker] = {}
+_REGISTRY: dict[str, Any] = {}  #: Checker, or HandOverChecker in grading mode
 #: Grading mode: what each ``check.<name>(...)`` was last given (the grader's driver reads it).
 _SUBMITTED: dict[str, Any] = {}
+#: Grading mode is decided once, when this module is first imported (the grader imports it in
+#: the kernel before any cell runs), so a notebook cannot switch it off by changing the environment.
+_GRADING_AT_IMPORT = _env_true(GRADING_ENV)
+
+
+def grading() -> bool:
+    """True in a kernel that is being graded (``COURSE_EXERCISES_GRADING=1``)."""
+    return _GRADING_AT_IMPORT or _env_true(GRADING_ENV)
+
+
+def hand_over(name: str, submission: Any) -> None:
+    """Grading mode: keep ``submission`` for the grader's driver; judge nothing."""
+    _SUBMITTED[name] = submission
+    print(f"check.{name}: handed to the grader.")
+
+
+def withdraw(name: str) -> None:
+    """Grading mode: forget what ``check.<name>`` was given (nothing handed over any more)."""
+    _SUBMITTED.pop(name, None)
+
+
+def handed_over() -> dict[str, Any]:
+    """What each ``check.<name>`` was last given in grading mode (a copy)."""
+    return dict(_SUBMITTED)
+
+
+def submitted(name: str) -> tuple[bool, Any]:
+    """``(True, what check.<name> was last given)`` in grading mode, else ``(False, None)``."""
+    if name in _SUBMITTED:
+        return True, _SUBMITTED[name]
+    return False, None
+
+
+class HandOverChecker:
+    """What ``check.<name>`` is in a kernel that is being graded: it hands the submission over.
+
+    It holds no reference, no known mistakes, no cases and no way to compute an expected value:
+    only what the grader's driver needs to call a function the way the checker does (``call``,
+    ``timeout``, ``kind``). The grader compares outputs in its own process.
+    """
+
+    def __init__(self, checker: "Checker") -> None:
+        self.name, self.kind, self.call = checker.name, checker.kind, checker.call
+        self.timeout, self.seed, self.what = checker.timeout, checker.seed, checker.what
+        self.allow_mutation, self.module = checker.allow_mutation, checker.module
+
+    def __call__(self, submission: Any) -> None:
+        hand_over(self.name, submission)
+
+    def seeded(self, fn: Callable[[], Any]) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return fn()
+
+    def mistake(self, hint: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return lambda fn: fn  # known mistakes stay with the grader
+
+    def __repr__(self) -> str:
+        return f"<check.{self.name}: hands your {'function' if self.kind == 'function' else 'value'} to the grader>"
 _IMPORT_ERRORS: dict[str, str] = {}
 _IMPORTED: set[str] = set()
 _LOCK = threading.RLock()
 _CHAPTER_MODULE = re.compile(r"ch\d+_\w+")
 
 
-def register(checker: Checker) -> Checker:
+def register(checker: Checker) -> Any:
     """Make ``check.<checker.name>`` available; returns the checker.
 
     Names are global across chapters; registering a name twice from two different
-    modules is an error (re-importing the same module replaces its checker).
+    modules is an error (re-importing the same module replaces its checker). In a kernel
+    that is being graded the registry (and the return value) is a :class:`HandOverChecker`:
+    the checker's reference and known mistakes are not kept there.
     """
     with _LOCK:
         old = _REGISTRY.get(checker.name)
         if old is not None and old.module != checker.module:
             raise ValueError(f"check.{checker.name} is already registered by {old.module}; "
                              "choose another name")
-        _REGISTRY[checker.name] = checker
-    return checker
+        entry: Any = HandOverChecker(checker) if grading() else checker
+        _REGISTRY[checker.name] = entry
+    return entry
 
 
 def _chapter_modules() -> list[str]:
@@ -520,7 +619,7 @@ def load_all() -> None:
             _import_chapter(module)
 
 
-def get_checker(name: str) -> Checker:
+def get_checker(name: str) -> Any:
     """The checker called ``name``, importing chapter modules until it is found."""
     with _LOCK:
         if name in _REGISTRY:
@@ -556,7 +655,7 @@ def import_errors() -> dict[str, str]:
 class _CheckNamespace:
     """``check.<name>(submission)`` for every registered checker (tab-completes)."""
 
-    def __getattr__(self, name: str) -> Checker:
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return get_checker(name)

@@ -1,13 +1,16 @@
 """Start a student's kernel with no network and nothing of the grader's in sight (Linux).
 
-``python -m course_utils.exercises._sandbox --report FILE --cwd DIR --rw DIR ... --hide DIR ...
--- COMMAND ...`` runs COMMAND (the kernel) in new mount, network, IPC and PID namespaces:
+``python -m course_grading._sandbox --report FILE --cwd DIR --rw DIR ... --hide DIR ...
+--ro DIR ... --mask DIR ... -- COMMAND ...`` runs COMMAND (the kernel) in new mount, network,
+IPC and PID namespaces:
 
 * the whole file system is read-only, except the ``--rw`` folders (its own working folder and
   the grader's exchange folder); ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run`` are empty
   (except the ``--ro`` folders under them: where Python finds its packages, the model cache);
 * every ``--hide`` folder (the submissions, the grader's output and working folders) is
   covered by an empty one: other students' notebooks and results cannot be read or written;
+* every ``--mask`` folder (the grading package, which sits on an import path next to
+  course_utils) is covered after the import paths come back: ``import course_grading`` fails;
 * no network interface but a loopback that is down (the kernel talks to the grader over
   Unix sockets in its exchange folder);
 * its own PID namespace: the grader's processes cannot be seen, signalled or traced;
@@ -29,6 +32,11 @@ import json
 import os
 import signal
 import sys
+
+try:
+    import resource  # imported before isolation hides where it lives
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 from typing import Any, Sequence
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -37,6 +45,10 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+#: Top-level folders of the system, kept (read-only); every other one is hidden.
+SYSTEM_FOLDERS = frozenset({"usr", "lib", "lib32", "lib64", "libx32", "bin", "sbin", "etc", "dev", "proc", "sys",
+                            "run", "tmp", "var"})
+SCRATCH_SIZE = "64m"  #: the kernel's empty /tmp, /var/tmp, /dev/shm, /run (in memory)
 _FLAG_OF = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
             "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 
@@ -68,7 +80,7 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="ascii") as fh:
+    with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
 
 
@@ -86,8 +98,14 @@ def _mount_points() -> list[tuple[str, int]]:
     return sorted(points, key=lambda p: p[0].count("/"))
 
 
-def _hide(path: str, mode: str = "0755") -> None:
-    _mount("none", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size=256m")
+def _system_or_above(path: str) -> bool:
+    """``/`` or a system folder (or a folder above one): never covered."""
+    path = path.rstrip("/") or "/"
+    return path == "/" or any(("/" + name + "/").startswith(path + "/") for name in SYSTEM_FOLDERS)
+
+
+def _hide(path: str, mode: str = "0755", size: str = "16m") -> None:
+    _mount("none", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={size}")
 
 
 def _bind_rw(fd: int, path: str) -> None:
@@ -102,8 +120,14 @@ def _bind_ro(fd: int, path: str) -> None:
     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = ()) -> bool:
-    """Enter the namespaces and set up the mounts (in this process); False if unavailable."""
+def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = (),
+            mask: Sequence[str] = ()) -> bool:
+    """Enter the namespaces and set up the mounts (in this process); False if unavailable.
+
+    ``mask``: folders covered after the ``ro`` folders come back (a folder inside one of them,
+    such as the grading package next to course_utils on an import path). A package folder is
+    covered by one whose ``__init__`` raises ImportError (an empty folder would still import,
+    as a namespace package)."""
     if not sys.platform.startswith("linux"):
         report["problems"].append(f"no namespaces on {sys.platform}")
         return False
@@ -132,22 +156,54 @@ def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence
     if readonly_failed:
         report["problems"].append(f"could not make read-only: {', '.join(readonly_failed[:5])}")
     # Shared scratch space (other users' and other grading runs' files) is emptied; /run holds
-    # system sockets (D-Bus, Docker ...). What the kernel needs to import from there (a checkout
-    # or a venv in /tmp: the --ro paths) comes back read-only, then the --hide folders go.
-    for path in ["/tmp", "/var/tmp", "/dev/shm", "/run"]:
-        if os.path.isdir(path) and not os.path.islink(path):
-            _hide(path, "1777")
-    for path, fd in ro_fds.items():
+    # system sockets (D-Bus, Docker ...). So is every top-level folder that is not part of the
+    # system (/home, /root, /work, /opt ...: checkouts, instructors' files, earlier results).
+    # What the kernel needs to import from there (the interpreter, a venv, the installed
+    # packages, the model cache: the --ro paths) comes back read-only, then the --hide folders
+    # (the submissions, the grader's folders, the checkout) are covered first, so that only an
+    # import path inside one of them comes back. Hidden folders are read-only and empty.
+    scratch = [p for p in ["/tmp", "/var/tmp", "/dev/shm", "/run"] if os.path.isdir(p) and not os.path.islink(p)]
+    for path in scratch:
+        _hide(path, "1777", size=SCRATCH_SIZE)
+    covered = []
+    for name in sorted(os.listdir("/")):
+        path = "/" + name
+        if name in SYSTEM_FOLDERS or os.path.islink(path) or not os.path.isdir(path) or path in scratch:
+            continue
+        try:
+            _hide(path)
+            covered.append(path)
+        except OSError:
+            report["problems"].append(f"could not hide {path}")
+    for path in hide:
+        if os.path.isdir(path) and not _system_or_above(path):
+            _hide(path)
+            covered.append(path)
+    for path, fd in sorted(ro_fds.items(), key=lambda item: item[0].count("/")):  # shallowest first
         if not os.path.isdir(path):  # under an emptied folder: bring it back
             _bind_ro(fd, path)
         os.close(fd)
-    for path in hide:
-        if os.path.isdir(path):
-            _hide(path)
     for path, fd in fds.items():
         _bind_rw(fd, path)
         os.close(fd)
-    report["isolation"] = ["read-only file system", "hidden: " + ", ".join(hide), "no network", "own PID namespace",
+    for path in mask:  # a package there becomes one whose import fails, saying why
+        if os.path.isdir(path) and not _system_or_above(path):
+            package = os.path.isfile(os.path.join(path, "__init__.py"))
+            try:
+                _hide(path, size="1m")
+                if package:
+                    _write(os.path.join(path, "__init__.py"),
+                           f"raise ImportError({os.path.basename(path)!r} ' is not available in a graded kernel')\n")
+                covered.append(path)
+            except OSError:
+                report["problems"].append(f"could not hide {path}")
+    for path in covered:  # the mount points are made: nothing more can be written there
+        try:
+            _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        except OSError:
+            report["problems"].append(f"could not make {path} read-only")
+    report["isolation"] = ["read-only file system", "hidden: " + ", ".join([*hide, *mask]),
+                           "only system folders and import paths visible", "no network", "own PID namespace",
                            "own IPC namespace"]
     return True
 
@@ -170,6 +226,22 @@ def _drop_privileges() -> None:
     _c().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
+def _set_limits(memory_bytes: int, file_bytes: int) -> list[str]:
+    """Limit the address space and the size of a written file (inherited by the kernel)."""
+    done: list[str] = []
+    if resource is None:
+        return done
+    for which, value, text in ((resource.RLIMIT_AS, memory_bytes, "memory"), (resource.RLIMIT_FSIZE, file_bytes,
+                                                                               "file size")):
+        if value > 0:
+            soft, hard = resource.getrlimit(which)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value))
+            done.append(f"{text} limit {value / 2**30:.3g} GiB" if text == "memory" else
+                        f"{text} limit {value / 1e6:g} MB")
+    return done
+
+
 def _finish(fh: Any, report: dict[str, Any]) -> None:
     fh.write(json.dumps(report))
     fh.close()
@@ -178,16 +250,25 @@ def _finish(fh: Any, report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m course_utils.exercises._sandbox")
+    parser = argparse.ArgumentParser(prog="python -m course_grading._sandbox")
     parser.add_argument("--report", required=True)
     parser.add_argument("--cwd", required=True)
     parser.add_argument("--rw", action="append", default=[])
     parser.add_argument("--hide", action="append", default=[])
     parser.add_argument("--ro", action="append", default=[], help="folders to keep visible (read-only)")
+    parser.add_argument("--mask", action="append", default=[],
+                        help="folders covered even inside a --ro folder (the grading package: its import fails)")
+    parser.add_argument("--memory-bytes", type=int, default=0, help="address space of the kernel (RLIMIT_AS)")
+    parser.add_argument("--file-bytes", type=int, default=0, help="largest file the kernel may write (RLIMIT_FSIZE)")
     parser.add_argument("--off", action="store_true", help="no isolation (say so in the report)")
     parser.add_argument("--require", action="store_true", help="fail when isolation is unavailable")
     args = parser.parse_args(argv[:split])
     command = argv[split + 1:]
+    # This launcher and the kernel end with the grader's worker, however it ends (killed too).
+    if sys.platform.startswith("linux"):
+        _c().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the worker was gone before the line above
+            return 73
     report: dict[str, Any] = {"isolation": [], "problems": []}
     report_file = open(args.report, "w", encoding="utf-8")  # opened now: invisible once isolated
     isolated = False
@@ -196,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             isolated = isolate([os.path.realpath(p) for p in args.rw], [os.path.realpath(p) for p in args.hide],
-                               report, [os.path.realpath(p) for p in args.ro])
+                               report, [os.path.realpath(p) for p in args.ro],
+                               [os.path.realpath(p) for p in args.mask])
         except OSError as exc:
             report["problems"].append(f"isolation failed part-way ({exc}); the kernel was not started")
             _finish(report_file, report)
@@ -205,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         report["problems"].append("refused to run without isolation (--isolation required)")
         _finish(report_file, report)
         return 71
+    limits = _set_limits(args.memory_bytes, args.file_bytes)
+    if limits:
+        report["isolation" if isolated else "limits"] = report.get("isolation" if isolated else "limits", []) + limits
     _finish(report_file, report)
     if not isolated:
         os.chdir(args.cwd)
