@@ -128,7 +128,7 @@ def _has_contents(cell: Any) -> bool:
 
 def _profiled(calls: set[str], fn: Callable[[], Any]) -> Any:
     """Run ``fn``, noting every course_utils function that the *student's* code calls directly."""
-    def hook(frame, event, arg):
+    def hook(frame: types.FrameType, event: str, arg: object) -> None:
         if event != "call" or len(calls) >= MAX_CALLS:
             return
         code = frame.f_code
