@@ -6,7 +6,8 @@ Idempotent: run it as often as you like (it updates the two cells it owns, never
 * a Markdown cell right after the chapter's banner cell, whose numbers are glued from the run
   that built the site (``{glue:text}`budget_minutes``` ...), and a sentence on what changes on a GPU;
 * a code cell at the very end that measures the run: ``course_utils.runtime.chapter_budget()``
-  (time since ``banner()``, peak resident memory) and glues those numbers.
+  (time since ``banner()``, peak resident memory) and glues those numbers; tagged ``hide-input``,
+  so the page shows its printed line and folds its code away.
 
 The cells are recognised by their ids (``budget-statement``, ``budget-measure``). The numbers
 appear once the notebook is executed (``python scripts/regen_notebooks.py chapters/X.ipynb``;
@@ -27,6 +28,7 @@ import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
 STATEMENT_ID, MEASURE_ID = "budget-statement", "budget-measure"
+MEASURE_TAG = "hide-input"  # myst-nb: the measuring cell's code folded behind a toggle
 
 #: What changes on a GPU, chapter by chapter (the chapter's owner knows best; default below).
 GPU_NOTES: dict[str, str] = {}
@@ -38,8 +40,8 @@ SMOLLM2_NOTE = ("Offline, the first run on a new machine also dequantizes SmolLM
                 "(cached afterwards).")
 
 MEASURE_SOURCE = """\
-# The budget line at the top of this chapter comes from here: the time since the banner cell and
-# the peak memory of this run (glued into the page when the site is built).
+# The budget line at the top of this chapter comes from here: the time since the banner
+# cell and the peak memory of this run (glued into the page when the site is built).
 from course_utils.runtime import chapter_budget
 
 _ = chapter_budget()"""
@@ -72,6 +74,10 @@ def add_budget_cells(nb: nbformat.NotebookNode, stem: str) -> bool:
     statement.source = statement_source(stem, uses_zoo, uses_smollm2)
     measure = old.get(MEASURE_ID) or nbformat.v4.new_code_cell(id=MEASURE_ID)
     measure.source = MEASURE_SOURCE
+    # Bookkeeping, not what a reader came for: the page folds the code away (its printed line stays).
+    tags = measure.metadata.setdefault("tags", [])
+    if MEASURE_TAG not in tags:
+        tags.append(MEASURE_TAG)
     nb.cells.insert(_banner_index(nb) + 1, statement)
     nb.cells.append(measure)
     return nbformat.writes(nb) != before

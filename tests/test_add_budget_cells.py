@@ -36,6 +36,7 @@ def test_a_chapter_gets_its_cells_once(tmp_path: Path) -> None:
     assert ids[banner + 1] == abc.STATEMENT_ID and ids[-1] == abc.MEASURE_ID
     assert "{glue:text}`budget_minutes`" in nb.cells[banner + 1].source
     assert "chapter_budget()" in nb.cells[-1].source
+    assert nb.cells[-1].metadata["tags"] == ["hide-input"]  # bookkeeping: its code folded away
     # every other cell is untouched, in order
     kept = [c for c in nb.cells if c.get("id") not in (abc.STATEMENT_ID, abc.MEASURE_ID)]
     budget_ids = (abc.STATEMENT_ID, abc.MEASURE_ID)

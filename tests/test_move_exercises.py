@@ -41,7 +41,7 @@ def book(tmp_path: Path) -> Path:
 
 
 def test_every_chapter_1_to_6_has_an_exercise_page():
-    assert [p.name[:2] for p in _exercise_pages()] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [p.name[:2] for p in _exercise_pages()] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 def test_moving_leaves_summary_and_a_link_and_nothing_else(book: Path):
@@ -95,8 +95,8 @@ def test_check_mode_changes_nothing(book: Path):
 
 
 def test_a_chapter_without_an_exercise_page_is_left_alone(book: Path):
-    lone = book / "chapters" / "09_lonely.ipynb"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Chapter 9\n\n## Exercises\n\nHere.")])
+    lone = book / "chapters" / "99_lonely.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Chapter 99\n\n## Exercises\n\nHere.")])
     nbformat.write(nb, lone)
     before = lone.read_bytes()
     assert _run("--root", str(book)).returncode == 0

@@ -10,8 +10,9 @@ every page. It
   label-content-name-mismatch; its visible text is a fine name, so the ``aria-label`` goes), and
   the colour-mode button's icons carry titles ("Light", "Dark", "System Settings") that
   Font Awesome turns into visible-text SVG titles the button's name "Color mode" lacks (the
-  titles go; the button keeps its name and tooltip); and names the sidebar's icon-only
-  expand/collapse toggles (``<summary>``);
+  titles go; the button keeps its name and tooltip); names the sidebar's icon-only
+  expand/collapse toggles (``<summary>``); and lets myst-nb's toggle of a folded cell
+  (``hide-input``) be named by what it shows ("Show code cell source");
 * makes the tables a cell printed (pandas) focusable (``tabindex="0"``): one wider than the page
   scrolls inside its own box, and a keyboard user must be able to reach it to scroll it (axe:
   scrollable-region-focusable).
@@ -35,6 +36,12 @@ THEME_FIXES: list[tuple[re.Pattern[str], str]] = [
     # <summary> elements holding only an icon: axe summary-name. Give them a name.
     (re.compile(r'<summary>(<span class="toctree-toggle" role="presentation">)'),
      r'<summary aria-label="Show or hide the pages under this chapter">\1'),
+    # myst-nb's toggle of a cell whose code is folded (tag hide-input / hide-output / hide-cell)
+    # shows "Show code cell source" but is named "Toggle hidden content" (axe:
+    # label-content-name-mismatch): its visible text is a fine name (the hidden "Hide code cell
+    # source" half is display: none, so not part of it), so the aria-label goes.
+    (re.compile(r'(<details class="admonition hide [^"]*">\s*<summary) aria-label="Toggle hidden content">'),
+     r"\1>"),
 ]
 
 

@@ -39,6 +39,7 @@ ONLINE_MARKERS: dict[str, list[str]] = {
     "08_modern_decoder": ["the hub checkpoint 'HuggingFaceTB/SmolLM2-135M-Instruct'",
                           "hub: wikitext / wikitext-2-raw-v1"],
     "08_exercises": [],
+    "09_finetuning": ["hub: rotten_tomatoes"],
 }
 #: What the offline branches print instead: none of it may appear in an online run.
 OFFLINE_MARKERS = ["Offline:", "World:    offline", "gpt2-course (the course's small model, not GPT-2)",
@@ -59,6 +60,8 @@ SMOKE_SIZES: dict[str, list[tuple[str, str]]] = {
     # fifteen tiny models (5 schemes x 3 seeds) trained from scratch on the generated corpus (no hub model)
     "07_encoder_decoders_positions_families": [("L_TRAIN, STEPS, SEEDS, BATCH = 32, 250, (0, 1, 2), 32",
                                                 "L_TRAIN, STEPS, SEEDS, BATCH = 32, 10, (0, 1), 32")],
+    # three ways to fine-tune the real MiniLM, 3 seeds each: 2 seeds on the stand-in's few sentences
+    "09_finetuning": [("SEEDS = (0, 1, 2, 3, 4) if BIG else (0, 1, 2)", "SEEDS = (0, 1)")],
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 from test_executed_chapters import REPO, executed_notebook
 
 CHAPTER_4 = REPO / "chapters" / "04_sampling.ipynb"
+CHAPTER_9 = REPO / "chapters" / "09_finetuning.ipynb"
 
 
 def glued(nb: Any) -> dict[str, str]:
@@ -111,3 +112,45 @@ def test_chapter_8_thresholds_catch_a_broken_model() -> None:
     assert len(modern_decoder_failures(broken)) == 2
     no_cache_gain = {**committed, "tps_cache": committed["tps_nocache"]}
     assert modern_decoder_failures(no_cache_gain) == ["the KV cache does not double the speed"]
+
+
+def finetuning_failures(v: dict[str, str]) -> list[str]:
+    """Chapter 9's goals (issue #34), by its glued numbers: each one that does not hold, in words."""
+    f = {k: float(v[k]) for k in ("ft_probe_acc", "ft_probe_ci", "ft_full_acc", "ft_full_ci", "ft_lora_acc",
+                                  "ft_lora_share", "lora_max_abs_diff_vs_peft", "ft_n_seeds", "ft_n_test")}
+    checks = [
+        (f["ft_n_seeds"] >= 3 and f["ft_n_test"] >= 2000,
+         f"{f['ft_n_seeds']:.0f} seeds, {f['ft_n_test']:.0f} test sentences (want >= 3 and >= 2,000)"),
+        (f["ft_full_acc"] - f["ft_full_ci"] > f["ft_probe_acc"] + f["ft_probe_ci"],
+         f"full fine-tuning {f['ft_full_acc']:.3f} ± {f['ft_full_ci']:.3f} does not beat the probe "
+         f"{f['ft_probe_acc']:.3f} ± {f['ft_probe_ci']:.3f} outside their intervals"),
+        (f["ft_lora_share"] <= 0.02, f"LoRA trains {f['ft_lora_share']:.2%} of the parameters (want <= 2 %)"),
+        (abs(f["ft_lora_acc"] - f["ft_full_acc"]) <= 0.02,
+         f"LoRA {f['ft_lora_acc']:.3f} is more than 2 points from full fine-tuning {f['ft_full_acc']:.3f}"),
+        (f["lora_max_abs_diff_vs_peft"] <= 1e-6, f"LoRA differs from peft by {f['lora_max_abs_diff_vs_peft']:.1e}"),
+        (v["lora_merged_equal"] == "True", "the merged model's logits differ"),
+        (f["ft_full_acc"] > 0.6 and f["ft_probe_acc"] > 0.6, "accuracies near chance: a broken run"),
+    ]
+    return [msg for ok, msg in checks if not ok]
+
+
+@pytest.mark.browser  # needs the book built (scripts/test.sh builds it first)
+def test_chapter_9_meets_its_goals() -> None:
+    values = glued(executed_notebook(CHAPTER_9))
+    assert finetuning_failures(values) == [], values
+
+
+def test_chapter_9_thresholds_catch_a_weaker_result() -> None:
+    """The test of the test, on the committed chapter's numbers and on weakened copies of them."""
+    import nbformat
+
+    committed = glued(nbformat.read(CHAPTER_9, as_version=4))
+    assert finetuning_failures(committed) == []
+    close = {**committed, "ft_full_acc": committed["ft_probe_acc"]}
+    assert any("does not beat the probe" in m for m in finetuning_failures(close))
+    lora_behind = {**committed, "ft_lora_acc": str(float(committed["ft_full_acc"]) - 0.03)}
+    assert finetuning_failures(lora_behind) == [
+        f"LoRA {float(lora_behind['ft_lora_acc']):.3f} is more than 2 points from full fine-tuning "
+        f"{float(committed['ft_full_acc']):.3f}"]
+    assert len(finetuning_failures({**committed, "lora_max_abs_diff_vs_peft": "3e-6",
+                                    "lora_merged_equal": "False"})) == 2

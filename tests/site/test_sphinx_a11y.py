@@ -35,6 +35,21 @@ def test_the_sidebar_toggles_are_named() -> None:
     assert fix_theme_markup(html) == (html, 0)
 
 
+def test_the_folded_cell_toggle_is_named_by_its_text() -> None:
+    """myst-nb's toggle of a hide-input cell (as myst-nb 1.4 writes it) is named by what it shows,
+    not "Toggle hidden content" (axe label-content-name-mismatch); other <summary> are left alone."""
+    folded = ('<div class="cell tag_hide-input docutils container">\n'
+              '<details class="admonition hide above-input">\n<summary aria-label="Toggle hidden content">\n'
+              '<p class="collapsed admonition-title">Show code cell source</p>\n'
+              '<p class="expanded admonition-title">Hide code cell source</p>\n</summary>\n')
+    other = '<details><summary aria-label="Toggle hidden content">x</summary></details>'
+    html, n = fix_theme_markup(folded + other)
+    assert n == 1
+    assert '<details class="admonition hide above-input">\n<summary>\n<p class="collapsed' in html
+    assert html.endswith(other)
+    assert fix_theme_markup(html) == (html, 0)
+
+
 def test_bertviz_menus_are_named() -> None:
     import torch
     from bertviz import head_view
