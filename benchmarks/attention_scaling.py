@@ -16,10 +16,8 @@ Chapter 6 explains the numbers; course_utils.efficient holds the measured functi
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
-
 from pathlib import Path
 
 import torch
@@ -29,9 +27,8 @@ try:
     import course_utils  # noqa: F401
 except ImportError:  # run from a checkout where the package is not installed: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from course_utils import get_device  # noqa: E402
-from course_utils.efficient import (loglog_slope, naive_attention, peak_memory, sdpa_kernels,  # noqa: E402
-                                    tiled_attention, time_call)
+from course_utils import get_device
+from course_utils.efficient import loglog_slope, naive_attention, peak_memory, sdpa_kernels, tiled_attention, time_call
 
 #: torch >= 2.5 has torch.OutOfMemoryError; older versions only the CUDA one
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -49,12 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small grid (seconds on a CPU)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: the best available)")
-    p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths (default: sized to the device)")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="sequence lengths (default: sized to the device)")
     p.add_argument("--heads", type=int, default=None, help="heads (default: 8 on CUDA, 4 on CPU)")
     p.add_argument("--head-size", type=int, default=64)
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="default: bfloat16 on CUDA (the fused kernels need 16-bit), float32 on CPU")
-    p.add_argument("--block", type=int, default=None, help="tile size of the tiled version (default: 256 CUDA, 128 CPU)")
+    p.add_argument("--block", type=int, default=None,
+                   help="tile size of the tiled version (default: 256 CUDA, 128 CPU)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 gives stable timings on a busy machine)")
@@ -103,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     hs = args.head_size
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if cuda else torch.float32)
     block = args.block or (256 if cuda else 128)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, " \
-                                                            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(device) if cuda else \
+        f"CPU ({platform.processor() or platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
     print(f"Device: {name}; torch {torch.__version__}")
     print(f"Causal self-attention, batch 1, {nh} heads of size {hs}, {str(dtype).replace('torch.', '')}; "
           f"tiled blocks {block}x{block}; time = best of {args.repeats}")
@@ -117,20 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PyTorch SDPA picked: {kernel}\n")
 
     header = (f"{'T':>6} | {'naive ms':>9} {'SDPA ms':>9} {'tiled ms':>9} | {'naive MiB':>10} {'SDPA MiB':>9} "
-              f"{'tiled MiB':>9} | {'time naive/SDPA':>15} {'naive/tiled':>11} | {'mem naive/SDPA':>14} {'naive/tiled':>11}")
+              f"{'tiled MiB':>9} | {'time naive/SDPA':>15} {'naive/tiled':>11} | "
+              f"{'mem naive/SDPA':>14} {'naive/tiled':>11}")
     print(header)
     print("-" * len(header))
     rows = []
     with torch.no_grad():
         for T in lengths:
             q, k, v = (torch.randn(1, nh, T, hs, device=device, dtype=dtype) for _ in range(3))
-            tn, mn = measure(lambda: naive_attention(q, k, v, causal=True), device, args.repeats)
-            ts, ms = measure(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), device, args.repeats)
-            tt, mt = measure(lambda: tiled_attention(q, k, v, causal=True, block_q=block, block_k=block),
+            # q, k, v bound as defaults: each lambda runs before the `del` below, which frees them
+            tn, mn = measure(lambda q=q, k=k, v=v: naive_attention(q, k, v, causal=True), device, args.repeats)
+            ts, ms = measure(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                             device, args.repeats)
+            tt, mt = measure(lambda q=q, k=k, v=v: tiled_attention(q, k, v, causal=True, block_q=block,
+                                                                   block_k=block),
                              device, args.repeats)
             rows.append((T, tn, ts, tt, mn, ms, mt))
             print(f"{T:>6} | {fmt_ms(tn):>9} {fmt_ms(ts):>9} {fmt_ms(tt):>9} | {fmt_mib(mn):>10} {fmt_mib(ms):>9} "
-                  f"{fmt_mib(mt):>9} | {ratio(tn, ts):>15} {ratio(tn, tt):>11} | {ratio(mn, ms):>14} {ratio(mn, mt):>11}",
+                  f"{fmt_mib(mt):>9} | {ratio(tn, ts):>15} {ratio(tn, tt):>11} | "
+                  f"{ratio(mn, ms):>14} {ratio(mn, mt):>11}",
                   flush=True)
             del q, k, v
 

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{n} students ({kinds}) graded in {wall:.1f} s with --jobs {args.jobs}: "
           f"{result['students_per_minute']:.1f} students/min; {result['cpu_seconds_per_student']:.1f} CPU s per "
-          f"student (so {result['students_per_minute_on_idle_cores']:.0f}/min on idle cores); load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+          f"student (so {result['students_per_minute_on_idle_cores']:.0f}/min on idle cores); "
+          f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
           f"({os.cpu_count()} CPUs)")
     print(result["isolation"])
     args.json.parent.mkdir(parents=True, exist_ok=True)

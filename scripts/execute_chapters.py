@@ -168,7 +168,9 @@ def store(cache, task: Task) -> None:
                            "the build would execute it again (did the worker change cell metadata?)") from None
 
 
-def main() -> int:
+# Complexity allowed (C901): the lanes' scheduler, one loop read top to bottom: start what may start, skip
+# what waits on a failed model, reap what finished (store it, report it), stop every lane when interrupted.
+def main() -> int:  # noqa: C901
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of _toc.yml")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("COURSE_JOBS") or min(os.cpu_count() or 1, 4)),

@@ -1,11 +1,12 @@
-"""The package's modules import on their own, and no two of them import each other
-(the contracts in .importlinter, checked by import-linter).
+"""The package's modules import on their own, and the import boundaries hold: the contracts in
+.importlinter, checked by import-linter (no cycles; the runtime imports neither the grader nor the
+site's extensions; the sandbox imports nothing of the course).
 
 A cycle (``a`` imports ``b``, which imports ``a``) works or breaks depending on which module a
 reader imports first; a deferred import inside a function hides it until that function runs.
-So the graph below counts every import, at the top of a module or inside a function.
+import-linter counts every import, at the top of a module or inside a function (those under
+``if TYPE_CHECKING:`` excepted: they never run).
 """
-import ast
 import os
 import re
 import subprocess
@@ -23,42 +24,6 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for package in PACKAGES for p in sorted((SRC / package).rglob("*.py"))}
-
-
-def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return True
-    return False
-
-
-def imports_of(name: str, source: str) -> set[str]:
-    """The package modules that module ``name`` (with this source) imports, anywhere in it."""
-    tree = ast.parse(source)
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    is_package = name in MODULES and MODULES[name].name == "__init__.py"
-    here = name.split(".") if is_package else name.split(".")[:-1]
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if _type_checking_only(node, parents):
-            continue
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = here[:len(here) - node.level + 1] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            # `from . import x` and `from .pkg import mod` name modules; `from .mod import f` names f
-            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        # an edge to a top-level package itself is the import system's doing (its __init__ runs first)
-        found |= {t for t in targets if t in MODULES and t != name and t not in PACKAGES}
-    return found
-
-
-def package_graph() -> dict[str, set[str]]:
-    return {name: imports_of(name, path.read_text()) for name, path in MODULES.items()}
 
 
 ROOT = SRC.parent
@@ -98,11 +63,26 @@ def test_the_cycle_contract_finds_a_deferred_cycle(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_relative_imports_resolve_to_modules():
-    got = imports_of(f"{PACKAGE}.exercises.ch05_mlm",
-                     "from .. import mlm\nfrom ..data import generate_corpus\nfrom .core import Case\n"
-                     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..zoo import path\n")
-    assert got == {f"{PACKAGE}.mlm", f"{PACKAGE}.data", f"{PACKAGE}.exercises.core"}
+def test_the_forbidden_contract_finds_a_deferred_import_and_skips_type_checking(tmp_path):
+    # The shape of the boundaries course_utils keeps (no course_grading, no course_book): an
+    # import inside a function breaks the contract; one under `if TYPE_CHECKING:` does not.
+    package = tmp_path / "demo_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "grader.py").write_text("")
+    (package / "runtime.py").write_text("def banner():\n    from . import grader\n")
+    config = tmp_path / "contracts.ini"
+    config.write_text("[importlinter]\nroot_package = demo_pkg\nexclude_type_checking_imports = True\n\n"
+                      "[importlinter:contract:c]\nname = the runtime does not import the grader\n"
+                      "type = forbidden\nsource_modules =\n    demo_pkg.runtime\n"
+                      "forbidden_modules =\n    demo_pkg.grader\n")
+    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    assert run.returncode == 1 and "BROKEN" in run.stdout, run.stdout + run.stderr
+    assert "demo_pkg.runtime -> demo_pkg.grader" in run.stdout, run.stdout
+    (package / "runtime.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                                        "    from . import grader\n")
+    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 #: Runs in one interpreter: imports the heavy third-party libraries once, then forks a child per
@@ -153,16 +133,10 @@ def test_import_each_reports_a_module_that_fails_alone(tmp_path):
     assert "has no attribute 'zoo'" in run.stderr
 
 
-def test_the_runtime_needs_no_book_and_runs_no_repository_script():
-    # What a student installs (course_utils) imports nothing of the book's extensions, and no
-    # module builds a path into the repository's scripts/ folder to run it.
-    graph = package_graph()
-    book_imports = {name: deps for name, deps in graph.items()
-                    if name.startswith(PACKAGE + ".") and any(d.startswith("course_book") for d in deps)}
-    assert not book_imports
-    grader_imports = {name: deps for name, deps in graph.items()
-                      if name.startswith(PACKAGE + ".") and any(d.startswith("course_grading") for d in deps)}
-    assert not grader_imports  # a notebook (and a graded kernel, where it is hidden) never needs the grader
+def test_no_module_runs_a_repository_script():
+    # No module builds a path into the repository's scripts/ folder to run it (what a student
+    # installs has no scripts/; that course_utils imports neither course_book nor course_grading
+    # is a contract of .importlinter, checked above).
     runs_scripts = [name for name, path in MODULES.items() if re.search(r"""["']scripts["']""", path.read_text())]
     assert not runs_scripts
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import builtins
 import json
 import os
 import re
@@ -43,7 +42,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -51,6 +51,10 @@ import course_utils
 from course_utils.exercises import _plain
 from course_utils.exercises._limits import Outcome
 from course_utils.exercises.core import Case, Checker, CheckResult, get_checker
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
+    from nbformat import NotebookNode
 
 GRADING_ENV = "COURSE_EXERCISES_GRADING"
 SANDBOX = str(Path(__file__).with_name("_sandbox.py"))
@@ -76,7 +80,7 @@ def _direct_callees(checker: Checker, run: Callable[[], Any]) -> set[str]:
     ref_file = os.path.realpath(getattr(getattr(checker.reference, "__code__", None), "co_filename", "") or "")
     found: set[str] = set()
 
-    def hook(frame, event, arg):
+    def hook(frame: FrameType, event: str, arg: object) -> None:
         if event != "call":
             return
         code = frame.f_code
@@ -136,12 +140,19 @@ class RemoteError(Exception):
     """An exception raised in the student's kernel, rebuilt from its type name and message."""
 
 
+#: The built-in exceptions a student's kernel raises that keep their own class (a checker or the
+#: grader tells them apart: an exercise left undone, an exit, an interrupt).
+_KEPT_BUILTINS: dict[str, type[BaseException]] = {
+    "NotImplementedError": NotImplementedError, "SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}
+
+
 def _rebuild_error(info: dict[str, Any]) -> BaseException:
     name = str(info.get("type", "Exception"))[:60]
     message = str(info.get("message", ""))[:2000]
-    if info.get("builtin") and name in ("NotImplementedError", "SystemExit", "KeyboardInterrupt"):
-        return getattr(builtins, name)(message)
-    cls = type(_plain.safe_name(name) or "Exception", (RemoteError,), {})
+    builtin = _KEPT_BUILTINS.get(name) if info.get("builtin") else None
+    if builtin is not None:
+        return builtin(message)
+    cls: type[RemoteError] = type(_plain.safe_name(name) or "Exception", (RemoteError,), {})
     return cls(message)
 
 
@@ -173,7 +184,9 @@ def not_own_work(checker: Checker, used: list[str], how: str) -> CheckResult:
                                       "to read, not to call.")
 
 
-def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor],
+# Complexity allowed (C901): the grader's verdict, one early return per verdict (not handed over, not own
+# work, misuse, internal, value, each case's outcome) in the order a student should read them.
+def judge(exam: Exam, document: dict[str, Any], tensors: dict[str, torch.Tensor],  # noqa: C901
           static_keys: list[str]) -> CheckResult | None:
     """The verdict on what the driver reported; None when nothing was handed over."""
     checker = exam.checker
@@ -263,7 +276,9 @@ def _code_of(cell_source: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell_source.splitlines())
 
 
-def course_names_used(sources: list[str]) -> set[str]:
+# Complexity allowed (C901): one walk over the code's syntax tree, one branch per way of naming course code
+# (import, from-import, alias, attribute chain).
+def course_names_used(sources: list[str]) -> set[str]:  # noqa: C901
     """``module.qualname`` of course_utils objects the code imports or reaches by attribute
     (resolved only through modules this process has imported: nothing is run)."""
     found: set[str] = set()
@@ -319,11 +334,11 @@ def course_names_used(sources: list[str]) -> set[str]:
 
 # --------------------------------------------------------------------------- running one notebook
 
-def _sandbox_km(sandbox_args: list[str]):
+def _sandbox_km(sandbox_args: list[str]) -> type[AsyncKernelManager]:
     from jupyter_client.manager import AsyncKernelManager
 
     class SandboxKernelManager(AsyncKernelManager):  # async, as nbclient drives it (interrupts included)
-        def format_kernel_cmd(self, extra_arguments=None):
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             cmd = super().format_kernel_cmd(extra_arguments)
             return [sys.executable, "-I", SANDBOX, *sandbox_args, "--", *cmd]
 
@@ -364,9 +379,10 @@ def grader_folders() -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def folder_bytes(*folders: Path) -> int:
@@ -420,7 +436,8 @@ def _client_class() -> Any:
         output_bytes = 0
         overflow_cell: int | None = None
 
-        def output(self, outs, msg, display_id, cell_index):
+        def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+                   cell_index: int) -> NotebookNode | None:
             self.output_bytes += len(json.dumps(msg.get("content", {}), default=str))
             if self.output_bytes > self.run.output_limit:
                 if self.overflow_cell is None:
@@ -438,7 +455,8 @@ def _client_class() -> Any:
             except Exception:  # noqa: BLE001 - the kernel may be gone already
                 pass
 
-        async def _async_handle_timeout(self, timeout, cell=None):
+        async def _async_handle_timeout(self, timeout: int,
+                                        cell: NotebookNode | None = None) -> dict[str, Any] | None:
             if self.run.driving is None:
                 self.run.status["stopped_cells"].append(self.run.status["cell"])
                 self.run.status["stopped_after"] = int(timeout)

@@ -120,7 +120,9 @@ def _bind_ro(fd: int, path: str) -> None:
     _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = (),
+# Complexity allowed (C901): the isolation set up in the order the mounts must happen (namespaces, scratch,
+# top-level folders, hidden, read-only, masked); one sequence, read top to bottom, is easier to audit.
+def isolate(rw: list[str], hide: list[str], report: dict[str, Any], ro: Sequence[str] = (),  # noqa: C901
             mask: Sequence[str] = ()) -> bool:
     """Enter the namespaces and set up the mounts (in this process); False if unavailable.
 

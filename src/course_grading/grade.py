@@ -163,11 +163,11 @@ class Worker:
     def __init__(self, log: Path, home: Path | None = None) -> None:
         self.log = log
         self.home = home or log.parent  #: its working folder: nothing of the instructor's there
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.nonce = secrets.token_hex(16)
 
-    def _start(self) -> subprocess.Popen:
+    def _start(self) -> subprocess.Popen[str]:
         self.lines = queue.Queue()
         self.home.mkdir(parents=True, exist_ok=True)
         # -P (Python 3.11+): the working folder is not an import path, so it cannot reach the kernels'.
@@ -217,9 +217,10 @@ class Worker:
             prefix = f"RESULT {self.nonce} "
             if line.startswith(prefix):
                 try:
-                    return json.loads(line[len(prefix):])
+                    answer = json.loads(line[len(prefix):])
                 except json.JSONDecodeError:
                     return None
+                return answer if isinstance(answer, dict) else None
 
     def stop(self, graceful: bool = False) -> None:
         """Stop the worker: killed (after a time-out) or, when ``graceful``, asked to finish."""
@@ -264,7 +265,7 @@ def run_submission(sub: Submission, expected: list[str], limits: Limits, worker:
 
 
 #: Every worker process now running, and the grading folders, for the signal handler.
-_RUNNING: set[subprocess.Popen] = set()
+_RUNNING: set[subprocess.Popen[str]] = set()
 _ROOTS: list[Path] = []
 
 

@@ -25,10 +25,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 from .online import is_online
+
+if TYPE_CHECKING:
+    from transformers import Pipeline, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -223,7 +226,7 @@ def describe(name: str) -> str:
     return "not available offline (needs the hub)"
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer called ``name``: the hub's online, the real shipped files offline."""
     # transformers 5: BertTokenizer and GPT2Tokenizer are the fast (Rust) tokenizers, the one class each
     from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer
@@ -248,7 +251,7 @@ def load_tokenizer(name: str):
                          f"Offline tokenizers: 'gpt2', 'bert-base-uncased', {SMOLLM2!r}.")
 
 
-def load_config(name: str):
+def load_config(name: str) -> PretrainedConfig:
     """The config of ``name``: the hub's online, the exact published values offline."""
     from transformers import AutoConfig
 
@@ -266,7 +269,7 @@ def load_config(name: str):
     return _tag(published_config(name), Asset(name, "config", "published hyper-parameters (built offline)", True))
 
 
-def published_config(name: str):
+def published_config(name: str) -> PretrainedConfig:
     """The config of ``name`` built from the published values written out in this module."""
     from transformers import CONFIG_MAPPING
 
@@ -274,7 +277,8 @@ def published_config(name: str):
     return CONFIG_MAPPING[model_type](**values)
 
 
-def load_architecture(name: str, model_class: Any = None, *, on_meta: bool = False, seed: int = 0):
+def load_architecture(name: str, model_class: Any = None, *, on_meta: bool = False,
+                      seed: int = 0) -> PreTrainedModel:
     """The exact architecture of ``name`` with **random** weights (works in both worlds).
 
     Parameter counts and module trees are those of the real model; its outputs are not.
@@ -314,7 +318,7 @@ def _hub_label(name: str, obj: Any, what: str) -> str:
     return label + " [a test STAND-IN: tiny, random weights]" if is_standin(obj) else label
 
 
-def load_pretrained(name: str, model_class: Any = None, **kwargs: Any):
+def load_pretrained(name: str, model_class: Any = None, **kwargs: Any) -> PreTrainedModel:
     """Pretrained weights of ``name``: from the hub online; offline only what a package ships.
 
     Offline, ``sentence-transformers/all-MiniLM-L6-v2`` loads the real encoder shipped by
@@ -346,7 +350,7 @@ def load_pretrained(name: str, model_class: Any = None, **kwargs: Any):
     )
 
 
-def load_pipeline(task: str, model: str, **kwargs: Any):
+def load_pipeline(task: str, model: str, **kwargs: Any) -> Pipeline:
     """``transformers.pipeline(task, model=model)`` online; offline an error that says why."""
     from transformers import pipeline
 

@@ -18,7 +18,7 @@ import torch
 
 
 def pack_ids(sequences: Iterable[Sequence[int]], block_size: int, sep_id: int | None = None,
-             drop_last: bool = True):
+             drop_last: bool = True) -> torch.Tensor:
     """Concatenate token-id sequences (``sep_id`` after each, if given) and cut into blocks.
 
     Returns a ``LongTensor`` of shape ``(n_blocks, block_size)``. With ``drop_last`` the
@@ -39,7 +39,7 @@ def pack_ids(sequences: Iterable[Sequence[int]], block_size: int, sep_id: int | 
     return torch.tensor(flat[: n * block_size], dtype=torch.long).view(n, block_size)  # (N, T)
 
 
-def pack(texts: Iterable[str], tokenizer: Any, block_size: int, *, add_separator: bool = True):
+def pack(texts: Iterable[str], tokenizer: Any, block_size: int, *, add_separator: bool = True) -> torch.Tensor:
     """Tokenise ``texts`` and pack them into ``(n_blocks, block_size)`` blocks of token ids.
 
     The separator is the tokenizer's EOS token (GPT-2's ``<|endoftext|>``) or, failing that,
@@ -56,7 +56,7 @@ def pack(texts: Iterable[str], tokenizer: Any, block_size: int, *, add_separator
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, multiple_of: int | None = None,
-              max_length: int | None = None, side: str = "right"):
+              max_length: int | None = None, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic padding: pad a batch only to its own longest sequence.
 
     Returns ``(input_ids, attention_mask)``, both ``(B, T)`` LongTensors, where ``T`` is the

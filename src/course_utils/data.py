@@ -30,7 +30,10 @@ import random
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 # ---------------------------------------------------------------------------------------------
 # Fact tables (real-world facts, written for the course)
@@ -621,7 +624,7 @@ class Corpus:
         """The split as one string, one passage (or line) per line."""
         return "\n".join(self[split])
 
-    def to_datasets(self):
+    def to_datasets(self) -> DatasetDict:
         """The splits as a ``datasets.DatasetDict`` with one ``"text"`` column (as wikitext)."""
         from datasets import Dataset, DatasetDict
 

@@ -431,7 +431,8 @@ def sdpa_kernels(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: An
             super().__init__()
             self.ops: list[str] = []
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        def __torch_dispatch__(self, func: torch._ops.OpOverload, types: Sequence[type],
+                               args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> Any:
             self.ops.append(func.overloadpacket.__name__)
             return func(*args, **(kwargs or {}))
 

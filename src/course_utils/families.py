@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
 from .modelinfo import count_parameters
 from .runtime import is_online
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def family(name: str) -> Family:
     raise KeyError(f"no model {name!r} in course_utils.families; known: {', '.join(f.name for f in FAMILIES)}")
 
 
-def published_config(name: str):
+def published_config(name: str) -> PretrainedConfig:
     """The config built from the values written out here (both worlds; no network)."""
     from transformers import CONFIG_MAPPING
 
@@ -184,7 +187,7 @@ def published_config(name: str):
     return cfg
 
 
-def family_config(name: str):
+def family_config(name: str) -> PretrainedConfig:
     """The config of ``name``: the hub's ``config.json`` online (when not gated), else the
     published values written out in this module. ``cfg.course_source`` says which."""
     f = family(name)
@@ -200,7 +203,7 @@ def family_config(name: str):
     return published_config(name)
 
 
-def model_class(name: str):
+def model_class(name: str) -> type[PreTrainedModel]:
     """The transformers class that the family's parameter count refers to."""
     return getattr(importlib.import_module("transformers"), family(name).model_class)
 

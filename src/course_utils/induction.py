@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
 from . import data as _data
 
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-def token_pool(tok) -> list[int]:
+
+def token_pool(tok: PreTrainedTokenizerBase) -> list[int]:
     """Ids of ordinary words and symbols that are one GPT-2 token each (with a leading space):
     the words of the generated corpus, so both ``gpt2-course`` and GPT-2 know them well."""
     words = sorted({w.strip() for w in _data.FORMAT_TOKENS} | set(_data._RANDOM_TOKENS)
@@ -53,7 +56,7 @@ def repeated_tokens(pool: Sequence[int], n_seq: int, length: int, *, bos_id: int
 
 
 @torch.no_grad()
-def token_losses(model, ids: torch.Tensor) -> torch.Tensor:
+def token_losses(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """Next-token loss at every position: ``(B, T - 1)``, entry t is the loss of token t + 1."""
     logits = model(ids.to(model.device)).logits[:, :-1].float()          # (B, T-1, V)
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:].to(model.device),
@@ -61,7 +64,7 @@ def token_losses(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def attention_maps(model, ids: torch.Tensor) -> torch.Tensor:
+def attention_maps(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """Every head's attention probabilities, ``(L, B, nh, T, T)`` (computed with the eager
     attention, the only implementation that returns them; the model's own is restored)."""
     before = model.config._attn_implementation
@@ -84,24 +87,28 @@ def prefix_matching_scores(attn: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class _GPT2Anatomy:
-    """Where GPT-2 (``GPT2LMHeadModel``) keeps what the head tools need."""
+    """Where GPT-2 (``GPT2LMHeadModel``) keeps what the head tools need.
 
-    def blocks(self, model) -> Sequence[torch.nn.Module]:
+    The methods reach submodules and weights by their attribute names (``model.transformer.h``,
+    ``proj.weight``), which ``torch.nn.Module`` types as ``Tensor | Module``: the walked objects
+    are ``Any`` here, and each method's return type says what it finds."""
+
+    def blocks(self, model: Any) -> Sequence[torch.nn.Module]:
         return model.transformer.h
 
-    def heads(self, cfg) -> tuple[int, int]:
+    def heads(self, cfg: PretrainedConfig) -> tuple[int, int]:
         return cfg.n_head, cfg.n_embd // cfg.n_head                      # nh, hs
 
-    def out_proj(self, block) -> torch.nn.Module:
+    def out_proj(self, block: Any) -> torch.nn.Module:
         return block.attn.c_proj                                         # Conv1D, weight (C_in, C_out)
 
-    def out_weight(self, proj, nh: int, hs: int) -> torch.Tensor:
+    def out_weight(self, proj: Any, nh: int, hs: int) -> torch.Tensor:
         return proj.weight.view(nh, hs, -1)                              # (nh, hs, C)
 
-    def final_norm(self, model) -> torch.nn.Module:
+    def final_norm(self, model: Any) -> torch.nn.Module:
         return model.transformer.ln_f
 
-    def read_out(self, norm, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    def read_out(self, norm: Any, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
         """``ln_f`` applied to a head's output ``x`` with the scale of the full residual ``final``:
         (x - mean) / std * w is linear in x once std is fixed (the bias belongs to no head)."""
         std = (final.var(-1, keepdim=True, unbiased=False) + norm.eps).sqrt()
@@ -111,23 +118,23 @@ class _GPT2Anatomy:
 class _LlamaAnatomy(_GPT2Anatomy):
     """Where a Llama-style decoder (``LlamaForCausalLM``: SmolLM2) keeps the same things."""
 
-    def blocks(self, model) -> Sequence[torch.nn.Module]:
+    def blocks(self, model: Any) -> Sequence[torch.nn.Module]:
         return model.model.layers
 
-    def heads(self, cfg) -> tuple[int, int]:
+    def heads(self, cfg: PretrainedConfig) -> tuple[int, int]:
         nh = cfg.num_attention_heads
         return nh, getattr(cfg, "head_dim", None) or cfg.hidden_size // nh
 
-    def out_proj(self, block) -> torch.nn.Module:
+    def out_proj(self, block: Any) -> torch.nn.Module:
         return block.self_attn.o_proj                                    # Linear, weight (C_out, C_in)
 
-    def out_weight(self, proj, nh: int, hs: int) -> torch.Tensor:
+    def out_weight(self, proj: Any, nh: int, hs: int) -> torch.Tensor:
         return proj.weight.T.reshape(nh, hs, -1)                         # (nh, hs, C)
 
-    def final_norm(self, model) -> torch.nn.Module:
+    def final_norm(self, model: Any) -> torch.nn.Module:
         return model.model.norm
 
-    def read_out(self, norm, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    def read_out(self, norm: Any, x: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
         """RMSNorm x / rms * w, with the rms of the full residual: linear in x, no centring."""
         rms = (final.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).sqrt()
         return x / rms * norm.weight.float().cpu()
@@ -137,21 +144,21 @@ class _LlamaAnatomy(_GPT2Anatomy):
 ANATOMIES: dict[str, _GPT2Anatomy] = {"gpt2": _GPT2Anatomy(), "llama": _LlamaAnatomy()}
 
 
-def _anatomy(model) -> _GPT2Anatomy:
+def _anatomy(model: PreTrainedModel) -> _GPT2Anatomy:
     kind = model.config.model_type
     if kind not in ANATOMIES:
         raise ValueError(f"the induction tools know the model types {sorted(ANATOMIES)}, not {kind!r}")
     return ANATOMIES[kind]
 
 
-def num_heads(model) -> tuple[int, int]:
+def num_heads(model: PreTrainedModel) -> tuple[int, int]:
     """``(layers, heads per layer)`` of a model the head tools know."""
     a = _anatomy(model)
     return len(a.blocks(model)), a.heads(model.config)[0]
 
 
 @torch.no_grad()
-def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
+def head_outputs(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor:
     """What each head writes into the residual stream: ``(L, nh, B, T, C)`` (its slice of the
     attention output times its rows of the output projection; a bias belongs to no head).
     For a large model prefer :func:`copying_scores`, which never holds all layers at once."""
@@ -160,7 +167,7 @@ def head_outputs(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _per_layer_heads(model, ids: torch.Tensor):
+def _per_layer_heads(model: PreTrainedModel, ids: torch.Tensor) -> tuple[Iterator[torch.Tensor], torch.Tensor]:
     """One forward pass: a generator of each layer's head outputs ``(nh, B, T, C)`` (made one layer
     at a time, on demand) and the residual stream after the last block, before the final norm."""
     a = _anatomy(model)
@@ -176,7 +183,7 @@ def _per_layer_heads(model, ids: torch.Tensor):
         for h in hooks:
             h.remove()
 
-    def layers():
+    def layers() -> Iterator[torch.Tensor]:
         for blk, z in zip(a.blocks(model), seen):               # z: (B, T, nh * hs), heads side by side
             B, T, _ = z.shape
             w = a.out_weight(a.out_proj(blk), nh, hs)           # (nh, hs, C)
@@ -186,7 +193,7 @@ def _per_layer_heads(model, ids: torch.Tensor):
 
 
 @torch.no_grad()
-def copying_scores(model, ids: torch.Tensor, length: int, pool: Sequence[int]) -> torch.Tensor:
+def copying_scores(model: PreTrainedModel, ids: torch.Tensor, length: int, pool: Sequence[int]) -> torch.Tensor:
     """Per head, how often its output *alone*, read out by the unembedding, ranks the right next
     token first among ``pool`` on the second copy (direct logit attribution; the final norm's
     scale is taken from the full forward pass). Chance is ``1 / len(pool)``. Returns ``(L, nh)``."""
@@ -207,7 +214,7 @@ def copying_scores(model, ids: torch.Tensor, length: int, pool: Sequence[int]) -
 
 
 @contextlib.contextmanager
-def ablate_heads(model, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
+def ablate_heads(model: PreTrainedModel, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
     """Inside the ``with`` block, the listed ``(layer, head)`` heads write nothing: their slice of
     the attention output is zeroed before the output projection. The model is unchanged afterwards."""
     a = _anatomy(model)
@@ -218,8 +225,8 @@ def ablate_heads(model, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
             raise ValueError(f"no head ({layer}, {head}) in a model of {n_layer} layers x {nh} heads")
         by_layer.setdefault(layer, []).append(head)
 
-    def zero(heads_here: list[int]):
-        def hook(mod, args):
+    def zero(heads_here: list[int]) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor]]:
+        def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
             z = args[0].clone()                                          # (B, T, nh * hs)
             for h in heads_here:
                 z[..., h * hs:(h + 1) * hs] = 0.0
@@ -240,7 +247,7 @@ def ablate_heads(model, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
 ROLES = ("prefix", "input", "sep", "answer", "delim", "query", "due")
 
 
-def fewshot_roles(tok, prompt: _data.FewShotPrompt) -> tuple[list[int], list[str]]:
+def fewshot_roles(tok: PreTrainedTokenizerBase, prompt: _data.FewShotPrompt) -> tuple[list[int], list[str]]:
     """The prompt's token ids and, for each, its role in :data:`ROLES`. The prompt is tokenized
     piece by piece (every piece starts at a space, where GPT-2's tokenizer splits anyway); the
     pieces' ids must equal the whole prompt's, or a ``ValueError`` says which prompt differs."""
@@ -263,7 +270,8 @@ def fewshot_roles(tok, prompt: _data.FewShotPrompt) -> tuple[list[int], list[str
 
 
 @torch.no_grad()
-def attention_by_role(model, tok, prompts: Sequence[_data.FewShotPrompt]) -> torch.Tensor:
+def attention_by_role(model: PreTrainedModel, tok: PreTrainedTokenizerBase,
+                      prompts: Sequence[_data.FewShotPrompt]) -> torch.Tensor:
     """For every head, the attention paid *from the last position* (where the answer is due) to
     each role of :data:`ROLES`, averaged over ``prompts``: ``(L, nh, len(ROLES))``, rows sum to 1.
     Prompts whose separator after the query is more than one token are skipped."""

@@ -17,13 +17,16 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
 
 from . import assets as _assets
 from .online import OFFLINE_ENV, _env_flag, is_online, world
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 #: Set to 1 to force progress bars on, 0 to force them off (default: on when someone watches).
 INTERACTIVE_ENV = "COURSE_INTERACTIVE"
@@ -111,7 +114,8 @@ def is_interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def progress_bar(iterable: Iterable | None = None, *, disable: bool | None = None, **kwargs: Any):
+def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool | None = None,
+                 **kwargs: Any) -> tqdm[Any]:
     """A ``tqdm`` bar that disables itself when no one watches (:func:`is_interactive`).
 
     Use it for every bar the course draws: in a built page, each update of a bar would be a

@@ -19,10 +19,13 @@ Shapes: B batch, T time, V vocabulary.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from transformers import LogitsProcessorList
 
 FILTER_VALUE = float("-inf")  #: what the library writes into removed tokens' scores
 
@@ -149,7 +152,7 @@ def process_logits(input_ids: torch.Tensor, logits: torch.Tensor, *, temperature
 
 def library_processors(*, temperature: float = 1.0, top_k: int | None = 0, top_p: float = 1.0,
                        repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
-                       do_sample: bool = True):
+                       do_sample: bool = True) -> LogitsProcessorList:
     """The ``transformers`` ``LogitsProcessorList`` that ``generate`` builds for these settings
     (same classes, same order, ``min_tokens_to_keep=1``): the reference for the from-scratch code."""
     from transformers import (

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import re
 import tempfile
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from IPython.display import HTML
+    from matplotlib.axes import Axes
 
 # bertviz writes its menus as "Layer: <select id="layer">" (or with the label in a span): the
 # text is not tied to the menu, so a screen reader announces an unnamed menu (axe: select-name).
@@ -45,7 +49,7 @@ def _as_list(attentions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def head_view(attentions: Sequence[torch.Tensor], tokens: list[str], sentence_b_start: int | None = None,
-              **kwargs: Any):
+              **kwargs: Any) -> HTML:
     """bertviz's head view (every head of one layer, lines from each token) as HTML."""
     from bertviz import head_view as _head_view
 
@@ -53,7 +57,7 @@ def head_view(attentions: Sequence[torch.Tensor], tokens: list[str], sentence_b_
 
 
 def model_view(attentions: Sequence[torch.Tensor], tokens: list[str], sentence_b_start: int | None = None,
-               **kwargs: Any):
+               **kwargs: Any) -> HTML:
     """bertviz's model view (a thumbnail per layer and head) as HTML."""
     from bertviz import model_view as _model_view
 
@@ -61,7 +65,7 @@ def model_view(attentions: Sequence[torch.Tensor], tokens: list[str], sentence_b
 
 
 def neuron_view(bert: torch.nn.Module, tokenizer: Any, sentence_a: str, sentence_b: str | None = None,
-                layer: int | None = None, head: int | None = None):
+                layer: int | None = None, head: int | None = None) -> HTML:
     """bertviz's neuron view (queries, keys, q·k, softmax) of a Hugging Face ``BertModel``, as HTML.
 
     The neuron view needs bertviz's own instrumented BERT; this builds one from ``bert``'s
@@ -104,7 +108,7 @@ def show(html: Any) -> None:
 
 
 def plot_attention(weights: torch.Tensor, tokens_q: Sequence[str], tokens_k: Sequence[str] | None = None,
-                   ax: Any = None, title: str = "", cmap: str = "Blues"):
+                   ax: Axes | None = None, title: str = "", cmap: str = "Blues") -> Axes:
     """A (T, S) attention matrix as a heatmap: rows are queries, columns keys."""
     import matplotlib.pyplot as plt
 

@@ -186,7 +186,9 @@ def _compare_tensor(expected: torch.Tensor, got: Any, where: str, axes: Axes,
                             f"{expected[tuple(first)].item()}).")
 
 
-def compare(expected: Any, got: Any, *, where: str = "output", axes: Any = None,
+# Complexity allowed (C901): one branch per kind of expected value (tensor, bool, int, real, sequence,
+# dict, other), each with the message a student reads.
+def compare(expected: Any, got: Any, *, where: str = "output", axes: Any = None,  # noqa: C901
             atol: float = 1e-5, rtol: float = 1e-4) -> Problem | None:
     """``None`` if ``got`` matches ``expected``, else the first :class:`Problem`.
 

@@ -18,9 +18,12 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction  # what sys.gettrace returns (typeshed's alias; no runtime module)
 
 
 class CheckTimeout(BaseException):
@@ -40,12 +43,16 @@ class Outcome:
     where: str | None = None  #: the student's line that raised, when known already (the grader's outcomes)
 
 
+#: A signal handler as ``signal.signal`` takes and returns it.
+_Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, signal.Handlers, None]
+
+
 def _signals_usable() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
-def _preserved_torch_state():
+def _preserved_torch_state() -> Iterator[None]:
     """Undo global switches a student's function may flip (default dtype, grad mode)."""
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     try:
@@ -71,7 +78,7 @@ def _run_with_alarm(fn: Callable[[], Any], timeout: float) -> Outcome:
     fired = [0]
     old_trace = sys.gettrace()
 
-    def on_alarm(signum, frame):
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
         fired[0] += 1
         if fired[0] > 4:  # 0.2 s of interruptions swallowed by a bare `except:` in a loop
             _raise_everywhere(frame)
@@ -103,14 +110,14 @@ def _run_with_alarm(fn: Callable[[], Any], timeout: float) -> Outcome:
     return out
 
 
-def _raise_everywhere(frame) -> None:
+def _raise_everywhere(frame: FrameType | None) -> None:
     """Make every following line of every frame on the stack raise :class:`CheckTimeout`.
 
     A loop around ``try: ... except: pass`` catches each interruption; but an exception
     raised on the line of the ``except`` body itself is not caught by that ``try``, so the
     loop ends at its next turn.
     """
-    def tracer(frame, event, arg):
+    def tracer(frame: FrameType, event: str, arg: object) -> TraceFunction:
         if event in ("line", "call"):  # raising on an "exception" event would be caught again
             raise CheckTimeout()
         return tracer
@@ -122,7 +129,7 @@ def _raise_everywhere(frame) -> None:
         frame = frame.f_back
 
 
-def _disarm(old_handler, old_trace=None) -> None:
+def _disarm(old_handler: _Handler, old_trace: TraceFunction | None = None) -> None:
     # A late alarm can arrive while we disarm; keep trying until the timer and tracer are off.
     while True:
         try:

@@ -95,7 +95,9 @@ class Encoder:
         self.tensors[key] = data
         return {"t": kind, "k": key, "device": device}
 
-    def __call__(self, obj: Any, depth: int = 0) -> Any:
+    # Complexity allowed (C901): one branch per kind of value the encoder accepts (the format's table);
+    # the order matters (bool before int, dict before Mapping).
+    def __call__(self, obj: Any, depth: int = 0) -> Any:  # noqa: C901
         self.nodes += 1
         if self.nodes > MAX_NODES or depth > 50:
             return {"t": "object", "type": "too large", "repr": "a structure too large or too deeply nested"}
@@ -240,7 +242,9 @@ def load(path_stem: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return document, tensors
 
 
-def decode(tree: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:
+# Complexity allowed (C901): the inverse of Encoder.__call__, one branch per kind, each checking the
+# untrusted input before it is used.
+def decode(tree: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:  # noqa: C901
     """Rebuild plain Python/torch/numpy values from :func:`encode`'s output (grader side)."""
     if depth > 60:
         raise PlainError("nested too deeply")

@@ -83,7 +83,8 @@ def _encoder_layer(x, params, n_heads, mask=None, eps=1e-12, *, pre_ln=False, sc
     return ln(h + ffn(h), "output.LayerNorm")
 
 
-def bert_encoder_layer_reference(x, params, n_heads, mask=None, eps=1e-12):
+def bert_encoder_layer_reference(x: torch.Tensor, params: dict[str, torch.Tensor], n_heads: int,
+                                 mask: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
     """One post-LN BERT layer: h = LN(x + Attn(x)); return LN(h + FFN(h)). Exact GELU."""
     return _encoder_layer(x, params, n_heads, mask, eps)
 

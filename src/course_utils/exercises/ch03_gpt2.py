@@ -20,7 +20,7 @@ import functools
 import math
 import unicodedata
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 
@@ -41,12 +41,14 @@ class AttentionWeights(torch.nn.Module):
         self.c_attn = torch.nn.Linear(n_embd, 3 * n_embd)
         self.c_proj = torch.nn.Linear(n_embd, n_embd)
 
-    def forward(self, *args: Any, **kwargs: Any):
+    def forward(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise NotImplementedError("this exercise asks you to write the attention; calling "
                                   "attn(...) itself is not the solution. Use attn.c_attn, attn.c_proj.")
 
 
-def sliding_window_attention_with_cache_reference(attn, x: torch.Tensor, window: int, past_kv=None):
+def sliding_window_attention_with_cache_reference(
+        attn: AttentionWeights, x: torch.Tensor, window: int, past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Sliding-window causal self-attention over the cached and the new positions; returns
     (y, (k, v)) with the cache cut to its last ``window`` positions (a rolling buffer)."""
     return _window_attention(attn, x, window, past_kv)

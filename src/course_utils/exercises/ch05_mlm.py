@@ -64,7 +64,8 @@ def _wwm(input_ids, offsets, special, u, mask_token_id, p=0.15, *, per_token=Fal
     return inputs, labels
 
 
-def whole_word_mask_reference(input_ids, offsets, special, u, mask_token_id, p=0.15):
+def whole_word_mask_reference(input_ids: torch.Tensor, offsets: torch.Tensor, special: torch.Tensor, u: torch.Tensor,
+                              mask_token_id: int, p: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-word masking with the library's word rule (offsets) and its Bernoulli draws ``u < p``."""
     return _wwm(input_ids, offsets, special, u, mask_token_id, p)
 

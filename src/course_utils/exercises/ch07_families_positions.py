@@ -22,6 +22,7 @@ Each reference is the library's own code, or held to it by a test:
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,9 @@ def _mha_params(C: int) -> dict[str, torch.Tensor]:
             "out_proj.weight": torch.randn(C, C) / math.sqrt(C), "out_proj.bias": 0.1 * torch.randn(C)}
 
 
-def mha_cross_attention_reference(x, memory, key_padding_mask, params, n_heads):
+def mha_cross_attention_reference(x: torch.Tensor, memory: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                                  params: dict[str, torch.Tensor],
+                                  n_heads: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``nn.MultiheadAttention`` itself: queries from ``x``, keys and values from ``memory``."""
     C = x.size(-1)
     mha = torch.nn.MultiheadAttention(C, n_heads, batch_first=True, dtype=x.dtype)
@@ -155,7 +158,10 @@ def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     return t.view(B, T, n_heads, C // n_heads).transpose(1, 2)                      # (B, nh, T, hs)
 
 
-def decoder_layer_step_reference(x_t, memory, src_mask, params, n_heads, cache=None):
+def decoder_layer_step_reference(x_t: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                                 params: dict[str, torch.Tensor], n_heads: int,
+                                 cache: dict[str, torch.Tensor] | None = None,
+                                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The library's ``BartDecoderLayer`` over the whole prefix (no cache), its last position; the
     cache holds the layer's own key and value projections (and, privately, the inputs so far)."""
     inputs = x_t if cache is None else torch.cat([cache["_inputs"], x_t], dim=1)    # (B, t, C)
@@ -226,7 +232,7 @@ def _step_variant(x_t, memory, src_mask, params, n_heads, cache=None, *, src_mas
     return x, new
 
 
-def _step_call(fn, case: Case):
+def _step_call(fn: Callable[..., Any], case: Case) -> Any:
     """Feed the target one position at a time, handing back the cache the function returned; the
     output is every step's y and the last cache's four tensors."""
     x, memory, src_mask, params, n_heads = case.args
@@ -350,7 +356,8 @@ def _bias_top_left(bias_table, query_length, key_length, bidirectional=True, max
     return _bias_reference(bias_table, query_length, key_length, bidirectional, max_distance, aligned=False)
 
 
-def _bias_from(relative: torch.Tensor, bias_table, bidirectional, max_distance):
+def _bias_from(relative: torch.Tensor, bias_table: torch.Tensor, bidirectional: bool,
+               max_distance: int) -> torch.Tensor:
     buckets = _t5_reference(relative, bidirectional, bias_table.size(0), max_distance)
     return bias_table[buckets].permute(2, 0, 1)[None]
 

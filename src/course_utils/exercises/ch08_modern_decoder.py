@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .core import Case, Checker, Mistake, register
 
+if TYPE_CHECKING:
+    from transformers import Qwen3Config
+
 # --------------------------------------------------------------------------- Qwen3's attention
 _QWEN3_EPS = 1e-6
 
 
-def _qwen3_config(C: int, nh: int, nkv: int, hs: int, theta: float):
+def _qwen3_config(C: int, nh: int, nkv: int, hs: int, theta: float) -> Qwen3Config:
     from transformers import Qwen3Config
     from transformers.utils import logging as hf_logging
 
@@ -38,7 +41,9 @@ def _qwen3_config(C: int, nh: int, nkv: int, hs: int, theta: float):
     return cfg
 
 
-def qwen3_attention_reference(x, q_w, k_w, v_w, o_w, q_norm, k_norm, n_kv_head, theta):
+def qwen3_attention_reference(x: torch.Tensor, q_w: torch.Tensor, k_w: torch.Tensor, v_w: torch.Tensor,
+                              o_w: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, n_kv_head: int,
+                              theta: float) -> torch.Tensor:
     """``transformers``' ``Qwen3Attention`` with these weights (causal, positions 0..T-1)."""
     from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention, Qwen3RotaryEmbedding
 
@@ -200,7 +205,8 @@ dequantize_q5_0 = register(Checker(
 
 
 # --------------------------------------------------------------------------- RMSNorm's backward pass
-def rmsnorm_backward_reference(x, weight, grad_out, eps):
+def rmsnorm_backward_reference(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor,
+                               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Autograd's gradients of ``weight * x / sqrt(mean(x**2, -1) + eps)``."""
     x, weight = x.detach().clone().requires_grad_(True), weight.detach().clone().requires_grad_(True)
     with torch.enable_grad():

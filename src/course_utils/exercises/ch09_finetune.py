@@ -64,7 +64,8 @@ def _peft_lora(layers: dict[str, tuple[torch.Tensor, torch.Tensor]],
 # Each adapted layer computes x W^T + b + (alpha / r) x A^T B^T, r = A.shape[0]; between them the
 # exact (erf) GELU. Returns (B, T, C).
 
-def lora_ffn_reference(x, w1, b1, w2, b2, adapters, alpha):
+def lora_ffn_reference(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                       adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: int) -> torch.Tensor:
     """BERT's feed-forward block with LoRA on both layers, computed by peft."""
     block = _peft_lora({"intermediate": (w1, b1), "output": (w2, b2)}, adapters, alpha)
     inner = block.base_model.model
@@ -121,7 +122,7 @@ lora_ffn = register(Checker(
 # =========================================================================== 2. merging an adapter
 # weight (C_out, C_in); A (r, C_in); B (C_out, r); alpha -> the merged weight W + (alpha / r) B A.
 
-def merge_lora_weight_reference(weight, A, B, alpha):
+def merge_lora_weight_reference(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: int) -> torch.Tensor:
     """The weight of one LoRA layer after peft's ``merge_and_unload``."""
     block = _peft_lora({"layer": (weight, torch.zeros(weight.shape[0]))}, {"layer": (A, B)}, alpha)
     return block.merge_and_unload().layer.weight.detach().clone()
@@ -162,7 +163,7 @@ merge_lora_weight = register(Checker(
 # = its class. Bins: (0, 1/n], (1/n, 2/n], ..., ((n-1)/n, 1]. ECE = sum over bins of
 # (share of predictions in the bin) x |accuracy in the bin - mean confidence in the bin|.
 
-def expected_calibration_error_reference(probs, labels, n_bins=10):
+def expected_calibration_error_reference(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> float:
     """The expected calibration error, as a Python float."""
     return _ece(probs, labels, n_bins)
 
