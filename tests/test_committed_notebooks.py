@@ -29,11 +29,7 @@ DIRECTIVE = re.compile(r"^(?:`{3,}|:{3,})\{glue(?::[a-z]+)?\}[ \t]+(?P<target>\S
 
 #: Notebooks this branch cannot regenerate, with the reason and who fixes them. Each entry must
 #: still fail (``test_known_exceptions_are_still_needed``), so a fixed notebook leaves the list.
-KNOWN: dict[str, str] = {
-    "chapters/05_mlm_training.ipynb": "its outputs predate budget_threads (the budget line's thread count); "
-                                      "Chapter 5 is being rewritten on another branch, whose regeneration "
-                                      "glues it (Chapter 5 is not executed on this one)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def committed_notebooks() -> list[str]:
