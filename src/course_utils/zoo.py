@@ -364,8 +364,9 @@ def _blocks(texts: list[str], tok: PreTrainedTokenizerBase, s: ZooSpec) -> torch
     return _bert_blocks(texts, tok, s)[0]
 
 
-# Not used by bert-course any more (it trains on real prose, corpus.load_books): kept verbatim
-# because gpt2-course's cache key hashes the source of the functions _fit names (_blocks).
+# Not used by bert-course any more (it trains on real prose, corpus.load_books): kept (as written but for
+# its annotations, issue 33) because gpt2-course's cache key hashes the source of the functions _fit names
+# (_blocks).
 def _bert_blocks(texts: list[str], tok: PreTrainedTokenizerBase,
                  s: ZooSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """BERT training blocks ``[CLS] ... [SEP]`` (passages packed, [SEP] between them), with three
