@@ -34,7 +34,7 @@ export COURSE_CACHE="${COURSE_CACHE:-$PWD/.cache/course}"   # the zoo trains onc
 stage "lint (ruff, import-linter)"
 # Fast, and first: a lint failure should not wait for ten minutes of tests. The rules and the
 # reasons for them are in pyproject.toml ([tool.ruff], [tool.mypy]).
-ruff check src tests scripts .ci chapters   # chapters: code lines fit the page (chapters/ruff.toml)
+ruff check src tests scripts .ci chapters benchmarks   # chapters: code lines fit the page (chapters/ruff.toml)
 lint-imports --no-cache   # import boundaries: .importlinter (the runtime does not import the grader; no cycles)
 
 stage "zoo training and execution of every chapter (parallel lanes), types (mypy) beside them"

@@ -29,7 +29,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,9 @@ from .runtime import synchronize
 from .training import evaluation_mode, lr_at, param_groups
 
 if TYPE_CHECKING:
-    from transformers import BertForMaskedLM
+    from transformers import BertForMaskedLM, TrainerControl, TrainerState, TrainingArguments
+
+_T = TypeVar("_T")
 
 #: The seed's model: hidden 128, 2 layers, 4 heads, intermediate 512, 128 positions, the
 #: bert-base-uncased vocabulary (30,522 WordPieces).
@@ -85,7 +87,8 @@ def show_progress() -> bool:
     return True
 
 
-def progress_bar(iterable: Iterable, *, desc: str, total: int | None = None, enabled: bool = True):
+def progress_bar(iterable: Iterable[_T], *, desc: str, total: int | None = None,
+                 enabled: bool = True) -> Iterable[_T]:
     """A ``tqdm`` bar (the widget one where ipywidgets is installed, text otherwise), or the bare
     iterable when ``enabled`` is False."""
     if not enabled:
@@ -102,7 +105,7 @@ def progress_bar(iterable: Iterable, *, desc: str, total: int | None = None, ena
 # The model
 # ---------------------------------------------------------------------------------------------
 
-def build_model(seed: int = 0, **overrides: Any):
+def build_model(seed: int = 0, **overrides: Any) -> BertForMaskedLM:
     """A freshly initialised ``BertForMaskedLM`` with :data:`SEED_CONFIG` (plus ``overrides``).
 
     The output projection is tied to the input embeddings (``tie_word_embeddings``, the
@@ -607,7 +610,7 @@ def machine_description() -> str:
 def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: ValidationSet, *,
                       budget_seconds: float, eval_every_seconds: float, output_dir: str,
                       seed: int = 0, batch_size: int = 32, max_steps: int = -1,
-                      target: float | None = None, progress: bool = False) -> tuple[Any, RunResult]:
+                      target: float | None = None, progress: bool = False) -> tuple[BertForMaskedLM, RunResult]:
     """The seed's recipe with the ``Trainer``, stopped after ``budget_seconds`` of training (or
     when the validation loss reaches ``target``).
 
@@ -649,11 +652,13 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
         return loss
 
     class BudgetCallback(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
+        def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          **kwargs: Any) -> None:
             if not clock.running:
                 clock.resume()
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                        **kwargs: Any) -> None:
             result.steps = state.global_step
             done = clock.seconds >= budget_seconds or (max_steps > 0 and state.global_step >= max_steps)
             if clock.seconds >= next_eval["at"] or done:
@@ -668,13 +673,15 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
     class QuietProgress(ProgressCallback):
         """The step bar without the log dictionaries it would print."""
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                   logs: dict[str, float] | None = None, **kwargs: Any) -> None:
             pass
 
     class CountingTrainer(Trainer):
         """The stock Trainer; only counts the real tokens and positions each step sees."""
 
-        def training_step(self, model, inputs, num_items_in_batch=None):
+        def training_step(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor | Any],
+                          num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
             result.real_tokens += int(inputs["attention_mask"].sum())
             result.positions += inputs["attention_mask"].numel()
             return super().training_step(model, inputs, num_items_in_batch)
@@ -707,7 +714,7 @@ def _source_hash(*objs: Any, extra: Any = None) -> str:
 
 def cached_seed_run(tokenizer: Any, train_texts: Sequence[str], val: ValidationSet, *, budget_seconds: float,
                     eval_every_seconds: float, corpus_id: str, seed: int = 0,
-                    progress: bool = False) -> tuple[Any, RunResult]:
+                    progress: bool = False) -> tuple[BertForMaskedLM, RunResult]:
     """:func:`train_seed_recipe` for ``budget_seconds``, cached on disk like the zoo's models
     (``cache_dir() / "mlm-seed"``, keyed by the settings, ``corpus_id``, the validation set and the
     code): a second call loads the model and its curve instead of training again."""
