@@ -95,3 +95,14 @@ def names_imported_from(chapter: Path, package: str = "course_utils") -> set[str
     return {alias.name for src in code_sources(chapter) if "!pip" not in src
             for node in ast.walk(ast.parse(src)) if isinstance(node, ast.ImportFrom)
             and (node.module or "").startswith(package) for alias in node.names}
+
+
+def run_tagged_cell(chapter: Path, tag: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Execute the one cell of ``chapter`` tagged ``tag`` in ``namespace`` (the names the chapter's
+    earlier cells would have defined) and return that namespace: the tests call the page's own code."""
+    nb = nbformat.read(chapter, as_version=4)
+    sources = [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
+    assert len(sources) == 1, f"{chapter.name} must have exactly one cell tagged {tag}"
+    namespace = {} if namespace is None else namespace
+    exec(compile(sources[0], f"{chapter.name}[{tag}]", "exec"), namespace)
+    return namespace

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
+from _page_code import run_tagged_cell
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,12 +18,7 @@ CHAPTER = ROOT / "chapters" / "01_architectures.ipynb"
 
 def _chapter_cell(tag: str) -> dict:
     """Execute the chapter's cell tagged ``tag`` and return its namespace."""
-    nb = nbformat.read(CHAPTER, as_version=4)
-    sources = [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
-    assert len(sources) == 1, f"chapter 1 must have exactly one cell tagged {tag}"
-    namespace: dict = {}
-    exec(compile(sources[0], f"{CHAPTER.name}[{tag}]", "exec"), namespace)
-    return namespace
+    return run_tagged_cell(CHAPTER, tag)
 
 
 @pytest.fixture(scope="module")

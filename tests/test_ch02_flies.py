@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from _page_code import run_tagged_cell
 
 from course_utils.assets import MINILM, load_pretrained, load_tokenizer
 
@@ -19,12 +19,7 @@ CHAPTER = ROOT / "chapters" / "02_attention_from_scratch.ipynb"
 
 @pytest.fixture(scope="module")
 def cell() -> dict:
-    nb = nbformat.read(CHAPTER, as_version=4)
-    sources = [c.source for c in nb.cells if "ch02-flies" in c.metadata.get("tags", [])]
-    assert len(sources) == 1, "chapter 2 must have exactly one cell tagged ch02-flies"
-    namespace = {"torch": torch, "F": F, "pd": pd}
-    exec(compile(sources[0], f"{CHAPTER.name}[ch02-flies]", "exec"), namespace)
-    return namespace
+    return run_tagged_cell(CHAPTER, "ch02-flies", {"torch": torch, "F": F, "pd": pd})
 
 
 @pytest.fixture(scope="module")

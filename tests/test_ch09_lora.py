@@ -7,9 +7,9 @@ import copy
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from _page_code import run_tagged_cell
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import BertConfig, BertModel
@@ -20,12 +20,7 @@ TOL = 1e-6
 
 @pytest.fixture(scope="module")
 def ch() -> dict:
-    nb = nbformat.read(CHAPTER, as_version=4)
-    sources = [c.source for c in nb.cells if "ch09-lora" in c.metadata.get("tags", [])]
-    assert len(sources) == 1, "chapter 9 must have exactly one cell tagged ch09-lora"
-    namespace = {"math": math, "torch": torch, "nn": nn}
-    exec(compile(sources[0], f"{CHAPTER.name}[ch09-lora]", "exec"), namespace)
-    return namespace
+    return run_tagged_cell(CHAPTER, "ch09-lora", {"math": math, "torch": torch, "nn": nn})
 
 
 def _encoder(hidden: int, heads: int, layers: int, seed: int) -> BertModel:

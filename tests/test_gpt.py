@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from _page_code import run_tagged_cell
 
 from course_utils.assets import load_architecture, load_tokenizer
 from course_utils.gpt import GPT, GPTConfig
@@ -49,11 +49,7 @@ def zoo_gpt2():
 @pytest.fixture(scope="module")
 def manual_forward():
     """The chapter's own ``manual_forward`` (the cell tagged ``ch03-manual-forward``), executed here."""
-    nb = nbformat.read(CHAPTER, as_version=4)
-    sources = [c.source for c in nb.cells if "ch03-manual-forward" in c.metadata.get("tags", [])]
-    assert len(sources) == 1, "chapter 3 must have exactly one cell tagged ch03-manual-forward"
-    namespace = {"math": math, "torch": torch}
-    exec(compile(sources[0], f"{CHAPTER.name}[ch03-manual-forward]", "exec"), namespace)
+    namespace = run_tagged_cell(CHAPTER, "ch03-manual-forward", {"math": math, "torch": torch})
     return namespace["manual_forward"]
 
 
