@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 import torch
 import torch.nn.functional as F
 
-from .batching import pack_ids, pad_batch
+from .batching import PaddingReport, pack_ids, pad_batch, padding_waste
+from .runtime import progress_bar as progress_bar_
+from .runtime import show_progress as show_progress  # re-exported: Chapter 5 calls mlm.show_progress()
 from .runtime import synchronize
 from .training import evaluation_mode, lr_at, param_groups
 
@@ -58,47 +60,17 @@ VAL_MAX_LENGTH = 64      #: validation passages are cut to 64 tokens: every mode
 # Progress bars: for a person, not for a recorded run
 # ---------------------------------------------------------------------------------------------
 
-_RECORDERS = ("pytest", "nbval", "regen_notebooks", "jupyter-book", "jupyter_book", "jcache",
-              "nbconvert", "nbclient", "sphinx")
-
-
-def show_progress() -> bool:
-    """Whether to draw progress bars: yes in a terminal or a notebook someone is running, no when
-    the run is recorded (``scripts/regen_notebooks.py``, nbval, a book build, CI), where a bar
-    would be committed as a stream of updates. ``COURSE_PROGRESS=1``/``0`` decides explicitly."""
-    forced = os.environ.get("COURSE_PROGRESS")
-    if forced is not None:
-        return forced.strip().lower() not in ("0", "false", "no", "")
-    if os.environ.get("CI") or os.environ.get("TQDM_DISABLE"):
-        return False
-    from .runtime import is_interactive
-
-    if not is_interactive():  # a kernel driven by nbclient (a build, a lane, regen), a pipe, a log
-        return False
-    # This process (pytest itself) or its parent (a notebook kernel's parent is the program that
-    # executes it) may be the recorder.
-    for pid in (os.getpid(), os.getppid()):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
-            continue
-        if any(name in cmdline for name in _RECORDERS):
-            return False
-    return True
+# One policy, the course's (:func:`course_utils.runtime.show_progress`); Chapter 5's cells call it
+# through this module.
 
 
 def progress_bar(iterable: Iterable[_T], *, desc: str, total: int | None = None,
                  enabled: bool = True) -> Iterable[_T]:
-    """A ``tqdm`` bar (the widget one where ipywidgets is installed, text otherwise), or the bare
-    iterable when ``enabled`` is False."""
+    """Chapter 5's spelling of :func:`course_utils.runtime.progress_bar`: a bar when ``enabled``
+    (the caller asks :func:`show_progress`), the bare iterable otherwise."""
     if not enabled:
         return iterable
-    try:
-        import ipywidgets  # noqa: F401  (tqdm.auto warns without it)
-        from tqdm.auto import tqdm
-    except ImportError:
-        from tqdm.std import tqdm
-    return tqdm(iterable, desc=desc, total=total, mininterval=0.5)
+    return progress_bar_(iterable, desc=desc, total=total, disable=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,18 +287,27 @@ def packed_blocks(tokenizer: Any, texts: Sequence[str], block_size: int = MAX_LE
 
 @dataclass(frozen=True)
 class Waste:
-    """What the seed's ``padding="max_length"`` costs on a list of lines."""
+    """What the seed's ``padding="max_length"`` costs on a list of lines: the padding itself
+    (:func:`course_utils.batching.padding_waste`'s ``"max_length"`` recipe, the one definition),
+    plus what only lines of text have: empty lines and truncated tokens."""
 
     lines: int
     empty_lines: int           #: lines with no text at all
-    real_tokens: int           #: tokens kept (with [CLS]/[SEP])
-    positions: int             #: lines x max_length
     truncated_tokens: int      #: tokens cut off lines longer than max_length
     truncated_lines: int
+    padding: PaddingReport     #: real tokens (with [CLS]/[SEP], after truncation) in lines x max_length
+
+    @property
+    def real_tokens(self) -> int:
+        return self.padding.real_tokens
+
+    @property
+    def positions(self) -> int:
+        return self.padding.total_positions
 
     @property
     def padding_fraction(self) -> float:
-        return 1 - self.real_tokens / self.positions
+        return self.padding.waste
 
     @property
     def empty_fraction(self) -> float:
@@ -341,11 +322,10 @@ class Waste:
 def measure_waste(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LENGTH) -> Waste:
     """Padding, empty lines and truncation of padding every line to ``max_length``."""
     lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
-    kept = [min(n, max_length) for n in lengths]
     return Waste(lines=len(texts), empty_lines=sum(1 for t in texts if not t.strip()),
-                 real_tokens=sum(kept), positions=len(texts) * max_length,
-                 truncated_tokens=sum(n - k for n, k in zip(lengths, kept)),
-                 truncated_lines=sum(1 for n in lengths if n > max_length))
+                 truncated_tokens=sum(max(0, n - max_length) for n in lengths),
+                 truncated_lines=sum(1 for n in lengths if n > max_length),
+                 padding=padding_waste(lengths, 1, "max_length", max_length=max_length))
 
 
 # ---------------------------------------------------------------------------------------------

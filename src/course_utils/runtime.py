@@ -114,18 +114,59 @@ def is_interactive() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+#: Programs that record a run (a bar would be committed as a stream of updates); a kernel's parent
+#: or pytest itself shows up in /proc/<pid>/cmdline.
+_RECORDERS = ("pytest", "nbval", "regen_notebooks", "jupyter-book", "jupyter_book", "jcache",
+              "nbconvert", "nbclient", "sphinx")
+PROGRESS_ENV = "COURSE_PROGRESS"
+
+
+def _recorded() -> bool:
+    for pid in (os.getpid(), os.getppid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if any(name in cmdline for name in _RECORDERS):
+            return True
+    return False
+
+
+def show_progress() -> bool:
+    """Whether to draw progress bars: the course's one policy. Yes in a terminal or a notebook
+    someone is running; no when the run is recorded (``scripts/regen_notebooks.py``, nbval, a
+    book build, pytest, CI), where a bar would be committed as a stream of updates.
+    ``COURSE_PROGRESS=1``/``0`` decides explicitly, then ``COURSE_INTERACTIVE`` (see
+    :func:`is_interactive`)."""
+    forced = os.environ.get(PROGRESS_ENV)
+    if forced is not None:
+        return forced.strip().lower() not in ("0", "false", "no", "")
+    if _env_flag(INTERACTIVE_ENV) is not None:
+        return is_interactive()
+    if os.environ.get("CI") or os.environ.get("TQDM_DISABLE"):
+        return False
+    # a kernel driven by nbclient (a build, a lane, regen), a pipe, a log; or a recorder
+    return is_interactive() and not _recorded()
+
+
 def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool | None = None,
                  **kwargs: Any) -> tqdm[Any]:
-    """A ``tqdm`` bar that disables itself when no one watches (:func:`is_interactive`).
+    """A ``tqdm`` bar that disables itself when no one watches (:func:`show_progress`): the
+    widget bar where ipywidgets is installed, the text one otherwise.
 
     Use it for every bar the course draws: in a built page, each update of a bar would be a
     line of its own. ``disable=True/False`` overrides; other arguments go to ``tqdm``.
     """
-    from tqdm.auto import tqdm
+    try:
+        import ipywidgets  # noqa: F401  (tqdm.auto warns without it)
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
 
     if disable is None:
-        disable = not is_interactive()
-    kwargs.setdefault("mininterval", 1.0)
+        disable = not show_progress()
+    kwargs.setdefault("mininterval", 0.5)
     return tqdm(iterable, disable=disable, **kwargs)
 
 

@@ -19,6 +19,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from .runtime import progress_bar
+
 
 @dataclass
 class TrainHistory:
@@ -80,8 +82,6 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], *, ste
     ``eval_fn()`` (run every ``eval_every`` steps and at the end, in ``torch.no_grad`` and eval
     mode) returns a validation loss. The model is left in eval mode.
     """
-    from tqdm.auto import tqdm
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-8)
@@ -96,7 +96,7 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], *, ste
             hist.eval_loss.append(float(eval_fn()))
 
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, lr=lr, warmup=warmup, steps=steps)
