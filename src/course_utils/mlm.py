@@ -698,37 +698,28 @@ def cached_seed_run(tokenizer: Any, train_texts: Sequence[str], val: ValidationS
     """:func:`train_seed_recipe` for ``budget_seconds``, cached on disk like the zoo's models
     (``cache_dir() / "mlm-seed"``, keyed by the settings, ``corpus_id``, the validation set and the
     code): a second call loads the model and its curve instead of training again."""
-    import shutil
     import tempfile
-    import uuid
 
-    from filelock import FileLock
     from transformers import BertForMaskedLM
 
-    from .assets import cache_dir
+    from .assets import cache_dir, store_atomically
 
     key = _source_hash(train_seed_recipe, evaluate, mlm_loss, mask_tokens, build_model,
                        extra=[round(budget_seconds, 1), round(eval_every_seconds, 2), corpus_id, seed,
                               val.n_texts, val.n_masked, len(train_texts)])
-    root = cache_dir() / "mlm-seed"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"seed-recipe-{key}"
-    with FileLock(str(root / f"seed-recipe-{key}.lock")):
-        if not (final / "run.json").is_file():
-            tmp = root / f".seed-recipe-{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                with tempfile.TemporaryDirectory() as out, torch.enable_grad():
-                    model, run = train_seed_recipe(tokenizer, train_texts, val, budget_seconds=budget_seconds,
-                                                   eval_every_seconds=eval_every_seconds, output_dir=out,
-                                                   seed=seed, progress=progress)
-                model.save_pretrained(str(tmp))
-                (tmp / "run.json").write_text(json.dumps(run.to_dict(), indent=1))  # written last
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def train(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as out, torch.enable_grad():
+            model, run = train_seed_recipe(tokenizer, train_texts, val, budget_seconds=budget_seconds,
+                                           eval_every_seconds=eval_every_seconds, output_dir=out,
+                                           seed=seed, progress=progress)
+        model.save_pretrained(str(tmp))
+        (tmp / "run.json").write_text(json.dumps(run.to_dict(), indent=1))  # written last
+
+    def unfinished(folder: Path) -> str | None:
+        return None if (folder / "run.json").is_file() else "run.json is missing"
+
+    final = store_atomically(cache_dir() / "mlm-seed" / f"seed-recipe-{key}", train, problem=unfinished)
     model = BertForMaskedLM.from_pretrained(str(final)).eval()
     return model, RunResult.from_dict(json.loads((final / "run.json").read_text()))
 

@@ -41,10 +41,7 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
@@ -56,7 +53,7 @@ from . import corpus as _corpus
 from . import data as _data
 from . import mlm as _mlm
 from . import training as _training
-from .assets import Asset, cache_dir, load_tokenizer
+from .assets import Asset, cache_dir, load_tokenizer, store_atomically
 from .modelinfo import count_parameters
 
 if TYPE_CHECKING:
@@ -243,30 +240,17 @@ def path(name: str, *, progress: bool = True, **overrides: Any) -> Path:
 
     ``from_pretrained(path)`` and ``pipeline(task, model=str(path))`` accept it.
     """
-    from filelock import FileLock
-
     k = key(name, **overrides)
+
+    def train(tmp: Path) -> None:
+        with torch.enable_grad():  # a chapter may have turned gradients off globally
+            _train_and_save(name, spec(name, **overrides), k, tmp, progress=progress)
+
+    def damaged(problem: str) -> None:
+        print(f"The cached {name} at {final} is damaged ({problem}); deleting it and training again.")
+
     final = zoo_dir() / f"{name}-{k}"
-    if _verify(final) is None:
-        return final
-    with FileLock(str(zoo_dir() / f"{name}-{k}.lock")):
-        problem = _verify(final)  # another process may have finished while we waited
-        if problem is None:
-            return final
-        if final.exists():
-            print(f"The cached {name} at {final} is damaged ({problem}); deleting it and training again.")
-            shutil.rmtree(final)
-        for stale in zoo_dir().glob(f".{name}-{k}.tmp-*"):  # left by a killed process; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = zoo_dir() / f".{name}-{k}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with torch.enable_grad():  # a chapter may have turned gradients off globally
-                _train_and_save(name, spec(name, **overrides), k, tmp, progress=progress)
-            os.replace(tmp, final)  # atomic: a folder is either absent or complete
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return store_atomically(final, train, problem=_verify, on_damaged=damaged)
 
 
 def load(name: str, *, device: str | torch.device | None = None, progress: bool = True,
