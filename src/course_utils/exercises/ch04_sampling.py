@@ -10,9 +10,15 @@ warper that implements it (the reference *is* the library's warper, called on th
 * ``check.eta_filter``     -- eta sampling: an entropy-dependent probability floor
   (``EtaLogitsWarper``).
 
+And one head score beside the chapter's prefix matching:
+
+* ``check.previous_token_scores`` -- each head's mean attention from position t to t - 1, over
+  (L, B, nh, T, T) attention maps (the first half of the induction circuit).
+
 The known wrong variants are the classic errors: an unscaled threshold, removed tokens set to 0
 instead of -inf, probabilities returned instead of scores, the surprisal sorted the wrong way,
-the crossing token dropped, the entropy's sign. Top-level imports stay light (torch only).
+the crossing token dropped, the entropy's sign, a previous-token score started at position 0.
+Top-level imports stay light (torch only).
 """
 from __future__ import annotations
 
