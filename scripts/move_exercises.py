@@ -41,9 +41,10 @@ def exercise_titles(path: Path) -> list[str]:
 def link_cell_source(chapter: Path, exercises: Path) -> str:
     titles = exercise_titles(exercises)
     lines = ["## Exercises", "",
-             f"This chapter's exercises are on their own page, {{doc}}`{exercises.stem}`: each uses the "
-             "chapter's ideas on something it did not show, states its difficulty and time, and comes "
-             "with a check that says what is wrong, not only whether."]
+             f"This chapter's exercises are on their own page, {{doc}}`{exercises.stem}`. Each states its difficulty "
+             "and time; most carry the chapter's ideas to something it did not show (one marked *practice* "
+             "rebuilds a piece of the chapter instead: write it without reading the chapter's version, then "
+             "compare), and each check says what is wrong, not only whether."]
     if titles:
         lines += [""] + [f"* {t}" for t in titles]
     return "\n".join(lines)
