@@ -85,6 +85,16 @@ def same_code(page: Definition, obj: Any, aliases: tuple[str, ...] = ()) -> bool
     return normalised(page, aliases) == normalised(package_definition(obj), aliases)
 
 
+def edited(page: Definition, old: str, new: str) -> Definition:
+    """The page's definition with ``old`` (which it must contain) replaced by ``new``: a changed
+    line, for the test that the comparison sees one."""
+    source = ast.unparse(page)
+    assert old in source, f"{old!r} is not in {page.name}"
+    node = ast.parse(source.replace(old, new)).body[0]
+    assert isinstance(node, (ast.FunctionDef, ast.ClassDef)), node
+    return node
+
+
 def code_sources(chapter: Path) -> list[str]:
     """The source of every code cell of the chapter, in page order."""
     return [c.source for c in nbformat.read(chapter, as_version=4).cells if c.cell_type == "code"]

@@ -44,44 +44,40 @@ def test_the_import_contracts_hold():
     assert "0 broken" in run.stdout or "broken" not in run.stdout.split("Contracts:")[-1]
 
 
+def _lint_demo(tmp_path: Path, contract: str, settings: str = "", **modules: str) -> subprocess.CompletedProcess:
+    """lint-imports on ``tmp_path/demo_pkg`` with ``modules`` (name -> source; a module already
+    written keeps its source unless given again) and one contract ``c``."""
+    package = tmp_path / "demo_pkg"
+    package.mkdir(exist_ok=True)
+    for name, source in {"__init__": "", **modules}.items():
+        (package / f"{name}.py").write_text(source)
+    config = tmp_path / "contracts.ini"
+    config.write_text(f"[importlinter]\nroot_package = demo_pkg\n{settings}\n[importlinter:contract:c]\n{contract}")
+    return _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+
+
 def test_the_cycle_contract_finds_a_deferred_cycle(tmp_path):
     # the shape of the cycle the hand-written finder was written for: runtime imported assets inside banner()
-    package = tmp_path / "demo_pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "runtime.py").write_text("import os\n\ndef banner():\n    from . import assets\n")
-    (package / "assets.py").write_text("from .runtime import banner\n")
-    (package / "online.py").write_text("import socket\n")
-    config = tmp_path / "contracts.ini"
-    config.write_text("[importlinter]\nroot_package = demo_pkg\n\n[importlinter:contract:c]\nname = no cycles\n"
-                      "type = acyclic_siblings\nancestors =\n    demo_pkg\n")
-    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    contract = "name = no cycles\ntype = acyclic_siblings\nancestors =\n    demo_pkg\n"
+    run = _lint_demo(tmp_path, contract, runtime="import os\n\ndef banner():\n    from . import assets\n",
+                     assets="from .runtime import banner\n", online="import socket\n")
     assert run.returncode == 1 and "BROKEN" in run.stdout, run.stdout + run.stderr
     assert "- .runtime -> .assets (1 import)" in run.stdout, run.stdout
-    (package / "assets.py").write_text("from .online import socket\n")
-    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    run = _lint_demo(tmp_path, contract, assets="from .online import socket\n")
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_forbidden_contract_finds_a_deferred_import_and_skips_type_checking(tmp_path):
     # The shape of the boundaries course_utils keeps (no course_grading, no course_book): an
     # import inside a function breaks the contract; one under `if TYPE_CHECKING:` does not.
-    package = tmp_path / "demo_pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "grader.py").write_text("")
-    (package / "runtime.py").write_text("def banner():\n    from . import grader\n")
-    config = tmp_path / "contracts.ini"
-    config.write_text("[importlinter]\nroot_package = demo_pkg\nexclude_type_checking_imports = True\n\n"
-                      "[importlinter:contract:c]\nname = the runtime does not import the grader\n"
-                      "type = forbidden\nsource_modules =\n    demo_pkg.runtime\n"
-                      "forbidden_modules =\n    demo_pkg.grader\n")
-    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    contract = ("name = the runtime does not import the grader\ntype = forbidden\n"
+                "source_modules =\n    demo_pkg.runtime\nforbidden_modules =\n    demo_pkg.grader\n")
+    settings = "exclude_type_checking_imports = True\n"
+    run = _lint_demo(tmp_path, contract, settings, grader="", runtime="def banner():\n    from . import grader\n")
     assert run.returncode == 1 and "BROKEN" in run.stdout, run.stdout + run.stderr
     assert "demo_pkg.runtime -> demo_pkg.grader" in run.stdout, run.stdout
-    (package / "runtime.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                                        "    from . import grader\n")
-    run = _lint_imports(tmp_path, "--config", str(config), pythonpath=tmp_path)
+    run = _lint_demo(tmp_path, contract, settings,
+                     runtime="from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from . import grader\n")
     assert run.returncode == 0, run.stdout + run.stderr
 
 

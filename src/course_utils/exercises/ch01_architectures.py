@@ -161,23 +161,6 @@ def _config_key(config: Any) -> tuple[str, str]:
     return type(config).__name__, config.to_json_string(use_diff=False)
 
 
-@functools.lru_cache(maxsize=64)
-def _llama_count(key: tuple[str, str]) -> int:
-    import json
-
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    _quiet_transformers()
-    with torch.device("meta"):
-        model = LlamaForCausalLM(LlamaConfig(**json.loads(key[1])))
-    return sum(p.numel() for p in model.parameters())  # a tied matrix is yielded once
-
-
-def llama_parameter_count_reference(config: Any) -> int:
-    """The library's own count: ``LlamaForCausalLM(config)`` on the meta device."""
-    return _llama_count(_config_key(config))
-
-
 def _hf_config(class_name: str, **kw: Any) -> Any:
     """``transformers.<class_name>(**kw)`` (LlamaConfig, MixtralConfig), with the library quiet."""
     import transformers
@@ -186,18 +169,46 @@ def _hf_config(class_name: str, **kw: Any) -> Any:
     return getattr(transformers, class_name)(**kw)
 
 
+def _meta_model(key: tuple[str, str], model_class: str, *, eager_attention: bool = False) -> Any:
+    """``transformers.<model_class>`` of the config behind ``key`` (:func:`_config_key`), built on
+    the meta device: shapes without memory or weights."""
+    import json
+
+    import transformers
+
+    config = _hf_config(key[0], **json.loads(key[1]))
+    if eager_attention:
+        config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's matmuls are
+    with torch.device("meta"):
+        return getattr(transformers, model_class)(config)
+
+
+@functools.lru_cache(maxsize=64)
+def _llama_count(key: tuple[str, str]) -> int:
+    model = _meta_model(key, "LlamaForCausalLM")
+    return sum(p.numel() for p in model.parameters())  # a tied matrix is yielded once
+
+
+def llama_parameter_count_reference(config: Any) -> int:
+    """The library's own count: ``LlamaForCausalLM(config)`` on the meta device."""
+    return _llama_count(_config_key(config))
+
+
 def _llama_config(**kw: Any) -> Any:
     return _hf_config("LlamaConfig", **kw)
 
 
+#: Real models' shapes (keyword arguments of LlamaConfig), in the cases of two checkers.
+_LLAMA_3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                   num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False)
+_LLAMA_3_2_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True)
+
+
 def _llama_cases() -> list[Case]:
     return [
-        Case("Llama-3-8B (GQA 32/8, untied head)", (_llama_config(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False),)),
-        Case("Llama-3.2-1B (tied head, head_dim 64)", (_llama_config(
-            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-            num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),)),
+        Case("Llama-3-8B (GQA 32/8, untied head)", (_llama_config(**_LLAMA_3_8B),)),
+        Case("Llama-3.2-1B (tied head, head_dim 64)", (_llama_config(**_LLAMA_3_2_1B),)),
         Case("multi-head (n_kv = n_heads), toy", (_llama_config(
             vocab_size=1000, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),)),
@@ -275,14 +286,8 @@ def moe_parameter_counts_reference(config: Any) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=64)
 def _moe_counts(key: tuple[str, str]) -> tuple[int, int]:
-    import json
-
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    _quiet_transformers()
-    config = MixtralConfig(**json.loads(key[1]))
-    with torch.device("meta"):
-        model = MixtralForCausalLM(config)
+    model = _meta_model(key, "MixtralForCausalLM")
+    config = model.config
     total = sum(p.numel() for p in model.parameters())
     unused = 0
     for layer in model.model.layers:
@@ -368,16 +373,9 @@ def llama_forward_flops_reference(config: Any, T: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _llama_flops(key: tuple[str, str], T: int) -> int:
-    import json
-
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    _quiet_transformers()
-    config = LlamaConfig(**json.loads(key[1]))
-    config._attn_implementation = "eager"  # SDPA's CPU kernel is not counted; eager's matmuls are
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+    model = _meta_model(key, "LlamaForCausalLM", eager_attention=True)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, T, dtype=torch.long, device="meta"))
     return int(counter.get_total_flops())
@@ -385,18 +383,14 @@ def _llama_flops(key: tuple[str, str], T: int) -> int:
 
 def _flops_cases() -> list[Case]:
     return [
-        Case("Llama-3-8B (GQA 32/8), T = 512", (_llama_config(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False), 512)),
+        Case("Llama-3-8B (GQA 32/8), T = 512", (_llama_config(**_LLAMA_3_8B), 512)),
         Case("toy with head_dim 16 != C / heads = 8, T = 9", (_llama_config(
             vocab_size=97, hidden_size=32, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, tie_word_embeddings=False), 9)),
         Case("SmolLM2-135M (9 heads, 3 key/value heads, tied), T = 2048", (_llama_config(
             vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
             num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True), 2048)),
-        Case("Llama-3.2-1B (tied head, head_dim 64), one token", (_llama_config(
-            vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-            num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True), 1)),
+        Case("Llama-3.2-1B (tied head, head_dim 64), one token", (_llama_config(**_LLAMA_3_2_1B), 1)),
         Case("a random toy", _random_llama_and_length()),
     ]
 

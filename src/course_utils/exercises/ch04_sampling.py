@@ -212,16 +212,17 @@ eta_filter = register(Checker(
 # sequences and over t = 1 ... T-1 (position 0 has no previous token).
 
 def previous_token_scores_reference(attn: torch.Tensor) -> torch.Tensor:
-    t = torch.arange(1, attn.shape[-1])
-    return attn[..., t, t - 1].mean(dim=(1, 3))                    # (L, nh)
+    """attn[..., t, t - 1] for t = 1 ... T-1, averaged over the sequences and positions: (L, nh)."""
+    return _previous(attn)
 
 
 def _previous(attn, *, start=1, offset=-1, axes=(1, 3), diag=False):
+    """The reference written out, with one switch per known mistake."""
     T = attn.shape[-1]
     if diag:  # torch.diagonal(offset=-1): the same entries, read another way
         return torch.diagonal(attn, offset=offset, dim1=-2, dim2=-1).mean(dim=(1, 3))
     t = torch.arange(start, T) if offset < 0 else torch.arange(0, T - 1)
-    return attn[..., t, t + offset].mean(dim=axes)
+    return attn[..., t, t + offset].mean(dim=axes)                 # (L, nh)
 
 
 def _causal_attention(L: int, B: int, nh: int, T: int, sharp: float = 1.0) -> torch.Tensor:

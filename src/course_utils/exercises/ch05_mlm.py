@@ -229,14 +229,11 @@ def _grads_and_rows(fn: Any, case: Case) -> Any:
 def accumulate_mlm_grads_reference(model: torch.nn.Module, micro_batches: list) -> None:
     """Each micro-batch's *sum* of token losses, divided by the whole batch's number of predicted
     tokens, so that the accumulated gradient is that of the global mean."""
-    n_total = sum(int((labels != IGNORE).sum()) for _, labels in micro_batches)
-    for input_ids, labels in micro_batches:
-        logits = model(input_ids)                                          # (b, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
-        (loss / n_total).backward()
+    _accumulate(model, micro_batches)
 
 
-def _acc_variant(model, micro_batches, *, mode="mean_of_means"):
+def _accumulate(model, micro_batches, *, mode="global_mean"):
+    """The reference written out, with one switch per known mistake."""
     if mode == "concat":
         ids = torch.cat([i for i, _ in micro_batches])
         labels = torch.cat([label for _, label in micro_batches])
@@ -245,8 +242,10 @@ def _acc_variant(model, micro_batches, *, mode="mean_of_means"):
     n = len(micro_batches)
     n_total = sum(int((labels != IGNORE).sum()) for _, labels in micro_batches)
     for input_ids, labels in micro_batches:
-        logits = model(input_ids).flatten(0, 1)
-        if mode == "mean_of_means":
+        logits = model(input_ids).flatten(0, 1)                            # (b*T, V)
+        if mode == "global_mean":
+            loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE, reduction="sum") / n_total
+        elif mode == "mean_of_means":
             loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE) / n
         elif mode == "sum_of_means":
             loss = F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE)
@@ -281,20 +280,20 @@ accumulate_mlm_grads = register(Checker(
     "accumulate_mlm_grads", accumulate_mlm_grads_reference, _acc_cases,
     call=_grads_and_rows, atol=1e-6, rtol=1e-4, timeout=5.0,
     mistakes=[
-        Mistake(lambda m, mb: _acc_variant(m, mb, mode="mean_of_means"),
+        Mistake(lambda m, mb: _accumulate(m, mb, mode="mean_of_means"),
                 "the mean of the micro-batches' means weights a token of a micro-batch with few predicted "
                 "tokens more than one of a full micro-batch: sum each micro-batch's token losses "
                 "(reduction='sum') and divide by the number of predicted tokens in the *whole* batch."),
-        Mistake(lambda m, mb: _acc_variant(m, mb, mode="sum_of_means"),
+        Mistake(lambda m, mb: _accumulate(m, mb, mode="sum_of_means"),
                 "backward() *adds* into .grad: summing each micro-batch's mean makes the gradient grow "
                 "with the number of micro-batches — and weights tokens unequally."),
-        Mistake(lambda m, mb: _acc_variant(m, mb, mode="sum"),
+        Mistake(lambda m, mb: _accumulate(m, mb, mode="sum"),
                 "divide the summed token losses by the number of predicted tokens in the whole batch "
                 "(count `labels != -100` over all micro-batches first)."),
-        Mistake(lambda m, mb: _acc_variant(m, mb, mode="all_positions"),
+        Mistake(lambda m, mb: _accumulate(m, mb, mode="all_positions"),
                 "only the predicted tokens (labels != -100) count: pass ignore_index=-100 to "
                 "F.cross_entropy (its default), and count only those tokens."),
-        Mistake(lambda m, mb: _acc_variant(m, mb, mode="concat"),
+        Mistake(lambda m, mb: _accumulate(m, mb, mode="concat"),
                 "the gradient is right, but you ran the whole batch in one forward: accumulation exists "
                 "to keep one micro-batch in memory at a time — one forward and backward per micro-batch."),
     ],
