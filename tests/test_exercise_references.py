@@ -294,3 +294,29 @@ def test_combined_partials_equal_sdpa_over_all_keys():
         torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-4)
         scores = q @ k.transpose(-2, -1) / 8 ** 0.5
         torch.testing.assert_close(lse, torch.logsumexp(scores, dim=-1))
+
+
+# =========================================================================== chapter 9
+
+def test_conv1d_merge_reference_is_what_the_adapted_conv1d_computes():
+    """peft's merged Conv1D weight gives the adapted layer's output (x W + b + (alpha / r) x A^T B^T)
+    and keeps the (C_in, C_out) layout; the untransposed update differs on the square case."""
+    from transformers.pytorch_utils import Conv1D
+
+    from course_utils.exercises import ch09_finetune as ch09
+
+    torch.manual_seed(0)
+    for c_in, c_out, r, alpha in [(12, 12, 4, 8), (16, 48, 8, 16), (10, 6, 1, 4)]:
+        w, a, b = torch.randn(c_in, c_out), torch.randn(r, c_in), torch.randn(c_out, r)
+        merged = ch09.merge_lora_conv1d_reference(w, a, b, alpha)
+        assert merged.shape == (c_in, c_out)
+        x = torch.randn(5, c_in)
+        layer = Conv1D(c_out, c_in)
+        with torch.no_grad():
+            layer.weight.copy_(merged)
+            layer.bias.zero_()
+            torch.testing.assert_close(layer(x), x @ w + (alpha / r) * (x @ a.T @ b.T), atol=1e-4, rtol=1e-5)
+        if c_in == c_out:
+            assert not torch.allclose(merged, ch09._merge_conv1d(w, a, b, alpha, transpose=False), atol=1e-3)
+    with pytest.raises(ValueError, match="C_in, C_out"):
+        ch09.merge_lora_conv1d_reference(torch.randn(6, 10), torch.randn(1, 10), torch.randn(6, 1), 4)
