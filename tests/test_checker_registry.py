@@ -195,7 +195,8 @@ def _fingerprint(obj: Any) -> Any:
     import re as _re
 
     if isinstance(obj, torch.Tensor):
-        return ("tensor", str(obj.dtype), tuple(obj.shape), obj.detach().cpu().flatten().tolist()[:4096])
+        values = obj.detach().cpu().flatten().tolist()[:4096]  # NaN as a string: nan != nan
+        return ("tensor", str(obj.dtype), tuple(obj.shape), [v if v == v else "nan" for v in values])
     if isinstance(obj, torch.nn.Module):
         return ("module", repr(obj), [(k, _fingerprint(v)) for k, v in obj.state_dict().items()])
     if isinstance(obj, (list, tuple)):

@@ -256,14 +256,34 @@ def test_accumulated_gradient_equals_the_whole_batch_gradient():
 
 # =========================================================================== chapter 6
 
-def test_causal_tiled_reference_equals_sdpa_with_the_cache_offset():
+def test_sink_window_reference_equals_sdpa_and_skipping_loops_avoid_the_nan_keys():
+    """The reference is SDPA with an explicit boolean mask (window band | causal sinks, from
+    Chapter 6's sliding_window_mask and causal_mask); on the cases with a KV cache the keys filled
+    with NaN are at least a block away from anything a query may see, so a loop that skips (with its
+    blocks aligned anywhere) stays finite and a loop that visits every block does not."""
     import torch.nn.functional as F
 
+    from course_utils.efficient import causal_mask, sliding_window_mask
+
     torch.manual_seed(0)
-    q, k, v = torch.randn(2, 3, 3, 8), torch.randn(2, 3, 9, 8), torch.randn(2, 3, 9, 8)
-    mask = torch.ones(3, 9, dtype=torch.bool).tril(diagonal=6)  # the queries are the last 3 positions
-    torch.testing.assert_close(ch06._causal_tiled_reference(q, k, v, 4),
-                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    for T, S, window, sinks, block in [(16, 16, 4, 2, 4), (13, 13, 5, 3, 4), (4, 40, 8, 4, 4), (8, 48, 6, 2, 3)]:
+        q, k, v = torch.randn(2, 3, T, 8), torch.randn(2, 3, S, 8), torch.randn(2, 3, S, 8)
+        mask = sliding_window_mask(T, S, window) | (causal_mask(T, S) & (torch.arange(S) < sinks))
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        torch.testing.assert_close(ch06.sink_window_attention_reference(q, k, v, window, sinks, block), want)
+        k_nan, v_nan, filled = ch06.nan_far_keys(k, v, T, window, sinks, block)
+        if S > T:
+            assert filled > 0
+        far = torch.isnan(k_nan[0, 0, :, 0])
+        for i0 in range(0, T, block):       # every key a block away from a query block's reach is finite
+            lo, hi = max(0, i0 + S - T - window + 1), min(S, min(i0 + block, T) + S - T)
+            assert not far[max(0, lo - block + 1):hi + block - 1].any()
+            assert not far[:sinks + block - 1].any()
+        torch.testing.assert_close(ch06.sink_window_attention_reference(q, k_nan, v_nan, window, sinks, block), want)
+        torch.testing.assert_close(ch06._sink_tiled(q, k_nan, v_nan, window, sinks, block), want,
+                                   atol=1e-5, rtol=1e-4)
+        visits_all = ch06._sink_tiled(q, k_nan, v_nan, window, sinks, block, skip=False)
+        assert torch.isnan(visits_all).all() if filled else torch.isfinite(visits_all).all()
 
 
 def test_kv_cache_reference_is_the_static_cache_and_matches_published_sizes():
@@ -294,3 +314,29 @@ def test_combined_partials_equal_sdpa_over_all_keys():
         torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-4)
         scores = q @ k.transpose(-2, -1) / 8 ** 0.5
         torch.testing.assert_close(lse, torch.logsumexp(scores, dim=-1))
+
+
+# =========================================================================== chapter 9
+
+def test_conv1d_merge_reference_is_what_the_adapted_conv1d_computes():
+    """peft's merged Conv1D weight gives the adapted layer's output (x W + b + (alpha / r) x A^T B^T)
+    and keeps the (C_in, C_out) layout; the untransposed update differs on the square case."""
+    from transformers.pytorch_utils import Conv1D
+
+    from course_utils.exercises import ch09_finetune as ch09
+
+    torch.manual_seed(0)
+    for c_in, c_out, r, alpha in [(12, 12, 4, 8), (16, 48, 8, 16), (10, 6, 1, 4)]:
+        w, a, b = torch.randn(c_in, c_out), torch.randn(r, c_in), torch.randn(c_out, r)
+        merged = ch09.merge_lora_conv1d_reference(w, a, b, alpha)
+        assert merged.shape == (c_in, c_out)
+        x = torch.randn(5, c_in)
+        layer = Conv1D(c_out, c_in)
+        with torch.no_grad():
+            layer.weight.copy_(merged)
+            layer.bias.zero_()
+            torch.testing.assert_close(layer(x), x @ w + (alpha / r) * (x @ a.T @ b.T), atol=1e-4, rtol=1e-5)
+        if c_in == c_out:
+            assert not torch.allclose(merged, ch09._merge_conv1d(w, a, b, alpha, transpose=False), atol=1e-3)
+    with pytest.raises(ValueError, match="C_in, C_out"):
+        ch09.merge_lora_conv1d_reference(torch.randn(6, 10), torch.randn(1, 10), torch.randn(6, 1), 4)

@@ -1,9 +1,13 @@
 """Checkers of Chapter 6 (Efficient attention and inference), handed out in
 ``chapters/06_exercises.ipynb``.
 
-* ``check.causal_tiled_attention(fn)``: ``fn(q, k, v, block_size) -> out`` is causal attention
-  computed tile by tile, the causal mask built inside the loop from absolute positions
-  (queries are the last T of the S key positions).
+* ``check.sink_window_attention(fn)``: ``fn(q, k, v, window, sinks, block_size) -> out`` is
+  tiled (flash-style) attention with a causal sliding window plus attention sinks (the first
+  ``sinks`` positions stay visible, as in StreamingLLM), queries the last T of the S key
+  positions, key blocks that no query of a block may see skipped. The reference is plain softmax
+  attention with the (T, S) mask, held to ``F.scaled_dot_product_attention`` with the same boolean
+  mask in ``tests/test_exercise_references.py``. Cases with a KV cache fill the keys out of
+  everyone's reach with NaN, so a loop that does not skip returns NaN.
 * ``check.kv_cache_bytes(fn)``: ``fn(config, batch_size, max_len, dtype) -> int``, the bytes of
   the KV cache of a real model's config (grouped-query heads, an explicit ``head_dim``, layers
   with a sliding window). The reference is the library: a ``StaticCache`` filled by the model
@@ -25,89 +29,173 @@ from typing import Any
 
 import torch
 
-from ..efficient import BlockState, block_state, merge_blocks, naive_attention
+from ..efficient import BlockState, block_state, merge_blocks
 from .core import Case, Checker, Mistake, draw, pick, register
 
 _NEG_INF = float("-inf")
 
 
-# --------------------------------------------------------------------------- causal mask in a tiled loop
-def _causal_tiled_reference(q, k, v, block_size):
-    return naive_attention(q, k, v, causal=True)
+# --------------------------------------------------------------------------- window + sinks, tiled
+# q (B, nh, T, hs); k, v (B, nh, S, hs), S >= T: query r sits at position p = r + S - T and may see
+# key j iff j <= p and (j > p - window or j < sinks): a causal sliding window of `window` keys
+# (itself included) plus the first `sinks` positions (StreamingLLM's attention sinks). Tiles of
+# `block_size` queries x `block_size` keys; a key block that no query of the block may see is
+# skipped. To see the skipping from outside, the cases with a KV cache fill with NaN the keys and
+# values that no query may see and that lie at least a block away from every key some query may
+# see: a loop that visits such a block returns NaN (0 x NaN = NaN in p @ v), one that skips it
+# cannot touch them, however it aligns its blocks.
+
+def _sink_window_allowed(T: int, S: int, window: int, sinks: int, *, offset: bool = True,
+                         slack: int = 0, causal_sinks: bool = True) -> torch.Tensor:
+    """Boolean (T, S): True where query r may see key j (``slack=1``: one key too many in the window;
+    ``offset=False``: queries at positions 0..T-1; ``causal_sinks=False``: every query sees the sinks)."""
+    p = torch.arange(T)[:, None] + (S - T if offset else 0)           # (T, 1) absolute positions
+    j = torch.arange(S)[None, :]                                        # (1, S)
+    in_window = (j <= p) & (j > p - window - slack)
+    sink = (j < sinks) & ((j <= p) if causal_sinks else True)
+    return in_window | sink
 
 
-def _tiled_cases() -> list[Case]:
+def _dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                     extra: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs) + extra, masked by ``allowed`` (T, S)) v, the (T, S) scores in
+    full. Keys that no query may see are set to 0 first (they hold NaN in some cases)."""
+    seen = allowed.any(dim=0)[:, None]                                  # (S, 1)
+    k, v = torch.where(seen, k, 0.0), torch.where(seen, v, 0.0)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))            # (B, nh, T, S)
+    if extra is not None:
+        scores = scores + extra
+    return scores.masked_fill(~allowed, _NEG_INF).softmax(dim=-1) @ v
+
+
+def sink_window_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                                    sinks: int, block_size: int) -> torch.Tensor:
+    """Plain softmax attention with the (T, S) mask of the window and the sinks (every query sees
+    itself, so no row is empty); ``tests/test_exercise_references.py`` holds it to
+    ``F.scaled_dot_product_attention`` with the same boolean mask."""
+    return _dense_attention(q, k, v, _sink_window_allowed(q.size(-2), k.size(-2), window, sinks))
+
+
+def nan_far_keys(k: torch.Tensor, v: torch.Tensor, T: int, window: int, sinks: int,
+                 block_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """k and v with NaN at the keys that no query may see and that lie at least ``block_size``
+    positions from every key some query may see; also how many keys were filled."""
+    S = k.size(-2)
+    seen = _sink_window_allowed(T, S, window, sinks).any(dim=0)        # (S,)
+    pos = torch.arange(S)
+    near = (pos[:, None] - pos[seen][None, :]).abs().lt(block_size).any(dim=1)
+    far = ~near                                                         # (S,)
+    return k.masked_fill(far[:, None], math.nan), v.masked_fill(far[:, None], math.nan), int(far.sum())
+
+
+def _sink_cases() -> list[Case]:
     def qkv(T: int, S: int, hs: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.randn(2, 3, T, hs), torch.randn(2, 3, S, hs), torch.randn(2, 3, S, hs)
+        return torch.randn(2, 2, T, hs), torch.randn(2, 2, S, hs), torch.randn(2, 2, S, hs)
 
+    def cached(name: str, T: int, S: int, window: int, sinks: int, block: int) -> Case:
+        q, k, v = qkv(T, S)
+        k, v, n = nan_far_keys(k, v, T, window, sinks, block)
+        return Case(f"{name} ({n} keys out of reach hold NaN)", (q, k, v, window, sinks, block))
+
+    T, S = draw(1, 8), draw(24, 48)
     return [
-        Case("T = 8, block 4 (blocks divide T)", (*qkv(8, 8), 4)),
-        Case("T = 10, block 4 (a last, shorter block)", (*qkv(10, 10), 4)),
-        Case("block 1 (one key at a time)", (*qkv(5, 5), 1)),
-        Case("block larger than T", (*qkv(6, 6), 16)),
-        Case("T = 3 new queries, S = 9 keys (with a KV cache)", (*qkv(3, 9), 4)),
+        Case("T = S = 16, window 4, 2 sinks, block 4", (*qkv(16, 16), 4, 2, 4)),
+        Case("T = S = 13, window 5, 3 sinks, block 4 (a last, shorter block)", (*qkv(13, 13), 5, 3, 4)),
+        Case("no sinks: a plain sliding window, T = S = 10, window 3, block 2", (*qkv(10, 10), 3, 0, 2)),
+        Case("window 1 (itself and the sinks), block 1", (*qkv(6, 6), 1, 2, 1)),
+        cached("KV cache: T = 4 new queries, S = 40 keys, window 8, 4 sinks, block 4", 4, 40, 8, 4, 4),
+        cached("KV cache: T = 8, S = 48, window 6, 2 sinks, block 3", 8, 48, 6, 2, 3),
+        cached(f"a random KV cache: T = {T}, S = {S}, window 5, 1 sink, block 4", T, S, 5, 1, 4),
     ]
 
 
-def _tiled(q, k, v, block_size, allowed):
-    """A tiled loop whose mask is ``allowed(qpos, kpos) -> bool (Tb, Sb)``; no block skipping."""
+def _visited_blocks(i0: int, i1: int, S: int, offset: int, window: int, sinks: int, block_size: int,
+                    skip: bool) -> list[tuple[int, int]]:
+    """The key blocks (aligned to multiples of block_size) that query block [i0, i1) visits."""
+    lo, hi = max(0, i0 + offset - window + 1), min(S, i1 + offset)
+    blocks = [(j0, min(j0 + block_size, S)) for j0 in range(0, S, block_size)]
+    if not skip:
+        return blocks
+    return [(j0, j1) for j0, j1 in blocks if j0 < min(sinks, hi) or (j0 < hi and j1 > lo)]
+
+
+def _sink_tiled(q, k, v, window, sinks, block_size, *, skip=True, rescale=True):
+    """A tiled loop over aligned key blocks, the mask built per tile from absolute positions."""
     T, S = q.size(-2), k.size(-2)
     out = torch.empty_like(q)
     for i0 in range(0, T, block_size):
         i1 = min(i0 + block_size, T)
         qi = q[..., i0:i1, :] / math.sqrt(q.size(-1))
+        p = torch.arange(i0, i1)[:, None] + S - T
         state: BlockState | None = None
-        for j0 in range(0, S, block_size):
-            j1 = min(j0 + block_size, S)
-            s = qi @ k[..., j0:j1, :].transpose(-2, -1)
-            ok = allowed(torch.arange(i0, i1), torch.arange(j0, j1), T, S)
-            if ok is not None:
-                s = s.masked_fill(~ok, _NEG_INF)
-            blk = block_state(s, v[..., j0:j1, :])
-            state = blk if state is None else merge_blocks(state, blk)
-        assert state is not None  # S >= 1: at least one key block
-        out[..., i0:i1, :] = state.output()
+        m = l = acc = None
+        for j0, j1 in _visited_blocks(i0, i1, S, S - T, window, sinks, block_size, skip):
+            j = torch.arange(j0, j1)[None, :]
+            ok = (j <= p) & ((j > p - window) | (j < sinks))
+            s = (qi @ k[..., j0:j1, :].transpose(-2, -1)).masked_fill(~ok, _NEG_INF)
+            if rescale:
+                blk = block_state(s, v[..., j0:j1, :])
+                state = blk if state is None else merge_blocks(state, blk)
+                continue
+            # the running sum and accumulator are *not* rescaled when the maximum grows
+            m_new = s.amax(dim=-1, keepdim=True) if m is None else torch.maximum(m, s.amax(dim=-1, keepdim=True))
+            e = torch.exp(s - torch.where(m_new == _NEG_INF, 0.0, m_new))
+            l = e.sum(-1, keepdim=True) if l is None else l + e.sum(-1, keepdim=True)
+            acc = e @ v[..., j0:j1, :] if acc is None else acc + e @ v[..., j0:j1, :]
+            m = m_new
+        if rescale:
+            assert state is not None  # every query sees itself: at least one block
+            out[..., i0:i1, :] = state.output()
+        else:
+            assert l is not None and acc is not None
+            out[..., i0:i1, :] = acc / l
     return out
 
 
-def _no_mask(q, k, v, block_size):
-    return _tiled(q, k, v, block_size, lambda qi, kj, T, S: None)
+def _sink_variant(q, k, v, window, sinks, block_size, **mask):
+    return _dense_attention(q, k, v, _sink_window_allowed(q.size(-2), k.size(-2), window, sinks, **mask))
 
 
-def _local_indices(q, k, v, block_size):
-    return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi - qi[0])[:, None] >= (kj - kj[0])[None, :])
+def _sinks_twice(q, k, v, window, sinks, block_size):
+    """A key that is both a sink and in the window counted twice (its weight doubled)."""
+    T, S = q.size(-2), k.size(-2)
+    both = _sink_window_allowed(T, S, window, 0) & (torch.arange(S) < sinks)[None, :]
+    return _dense_attention(q, k, v, _sink_window_allowed(T, S, window, sinks),
+                            extra=both.double().mul(math.log(2.0)).to(q.dtype))
 
 
-def _strict(q, k, v, block_size):
-    return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi + S - T)[:, None] > kj[None, :])
-
-
-def _top_left(q, k, v, block_size):
-    return _tiled(q, k, v, block_size, lambda qi, kj, T, S: qi[:, None] >= kj[None, :])
-
-
-def _transposed(q, k, v, block_size):
-    return _tiled(q, k, v, block_size, lambda qi, kj, T, S: (qi + S - T)[:, None] <= kj[None, :])
-
-
-causal_tiled_attention = register(Checker(
-    "causal_tiled_attention", _causal_tiled_reference, _tiled_cases,
+sink_window_attention = register(Checker(
+    "sink_window_attention", sink_window_attention_reference, _sink_cases,
     axes=("batch", "heads", "query", "head size"),
     mistakes=[
-        Mistake(_no_mask, "the output equals attention with no mask: every tile that straddles the diagonal "
-                          "needs its part of the causal mask (scores of later keys set to -inf)."),
-        Mistake(_local_indices, "the mask compares positions *inside* the tile (0..block-1); compare absolute "
-                                "positions: query i0 + r may see key j0 + c only if j0 + c <= i0 + r (+ S − T)."),
-        Mistake(_strict, "a query must see its own key too: allow key position <= query position, not <."),
-        Mistake(_top_left, "with a KV cache (T < S) the T queries are the *last* T positions: query r sits at "
-                           "position r + S − T (PyTorch's is_causal=True aligns them top-left instead)."),
-        Mistake(_transposed, "the mask is transposed: a query may see keys at positions up to its own, "
-                             "not from its own onwards."),
+        Mistake(lambda q, k, v, w, n, b: _sink_variant(q, k, v, w, n, b, slack=1),
+                "the window holds `window` keys, the query's own included: key j is in it when "
+                "p - window < j <= p (with <= on the left it holds window + 1)."),
+        Mistake(lambda q, k, v, w, n, b: _sink_variant(q, k, v, w, n, b, offset=False),
+                "with a KV cache (T < S) the T queries are the *last* T positions: query r sits at "
+                "position p = r + S - T, and both the window and the skipping start from there."),
+        Mistake(lambda q, k, v, w, n, b: _sink_variant(q, k, v, w, 0, b),
+                "the first `sinks` keys are visible to every query that comes after them, however "
+                "far back they are: the window alone leaves them out."),
+        Mistake(lambda q, k, v, w, n, b: _sink_variant(q, k, v, w, n, b, causal_sinks=False),
+                "the sinks are keys like any other for a query that comes before them: causal "
+                "attention never looks ahead, so key j < sinks is visible only if j <= p."),
+        Mistake(_sinks_twice,
+                "a sink that is also inside the window is one key, counted once: for an early query "
+                "the window and the sinks overlap, and visiting their blocks separately counts "
+                "those keys twice."),
+        Mistake(lambda q, k, v, w, n, b: _sink_tiled(q, k, v, w, n, b, skip=False),
+                "NaN: the loop visited key blocks that no query of the block may see (the check "
+                "fills keys out of everyone's reach with NaN, and 0 x NaN = NaN in p @ v). Visit "
+                "only the blocks that meet the sinks [0, sinks) or the window of the block's queries."),
+        Mistake(lambda q, k, v, w, n, b: _sink_tiled(q, k, v, w, n, b, rescale=False),
+                "when a new block raises the running maximum m, the running sum and accumulator "
+                "computed under the old maximum must be multiplied by exp(m_old - m_new) "
+                "(merge_blocks does this)."),
     ],
     atol=1e-5, rtol=1e-4, timeout=5.0,
-    what="your causal_tiled_attention",
+    what="your sink_window_attention",
 ))
-
 
 
 # --------------------------------------------------------------------------- KV cache of a real config

@@ -6,8 +6,10 @@
   LayerNorm) with a LoRA adapter ``(A, B)`` on each of its two linear layers, of any rank. The
   reference builds the block from ``nn.Linear`` layers and adapts it with ``peft``'s LoRA (the same
   A and B copied in), so the check is against the library.
-* ``check.merge_lora_weight(fn)``: ``fn(weight, A, B, alpha) -> (C_out, C_in)``: the weight of a
-  LoRA layer merged, checked against ``peft``'s ``merge_and_unload``.
+* ``check.merge_lora_conv1d(fn)``: ``fn(weight, A, B, alpha) -> (C_in, C_out)``: an adapter merged
+  into a GPT-2 ``Conv1D`` (``transformers.pytorch_utils.Conv1D``, weight stored (C_in, C_out),
+  y = x W + b), checked against ``peft``'s LoRA on a ``Conv1D`` (``fan_in_fan_out=True``) and its
+  ``merge_and_unload``.
 * ``check.expected_calibration_error(fn)``: ``fn(probs, labels, n_bins=10) -> float``: the expected
   calibration error of fixed predictions (equal-width confidence bins, right-closed, weighted by
   the share of predictions in each bin; Guo et al., 2017).
@@ -21,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, register
 
 
 def _peft_lora(layers: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -119,42 +121,86 @@ lora_ffn = register(Checker(
 ))
 
 
-# =========================================================================== 2. merging an adapter
-# weight (C_out, C_in); A (r, C_in); B (C_out, r); alpha -> the merged weight W + (alpha / r) B A.
+# =========================================================================== 2. merging into GPT-2's Conv1D
+# weight (C_in, C_out): transformers' Conv1D layout (y = x W + b, GPT-2's c_attn, c_proj, c_fc);
+# A (r, C_in), B (C_out, r) as peft stores them; alpha. The merged weight, still (C_in, C_out), is
+# W + (alpha / r) (B A)^T = W + (alpha / r) A^T B^T.
 
-def merge_lora_weight_reference(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: int) -> torch.Tensor:
-    """The weight of one LoRA layer after peft's ``merge_and_unload``."""
-    block = _peft_lora({"layer": (weight, torch.zeros(weight.shape[0]))}, {"layer": (A, B)}, alpha)
-    return block.merge_and_unload().layer.weight.detach().clone()
+def _peft_conv1d(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: int) -> Any:
+    """A module holding one ``transformers`` ``Conv1D`` with ``weight``, adapted by peft's LoRA
+    (``fan_in_fan_out=True``, which peft needs for Conv1D) with ``A`` and ``B`` copied in."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = Conv1D(weight.shape[1], weight.shape[0])  # Conv1D(nf=C_out, nx=C_in)
+            with torch.no_grad():
+                self.layer.weight.copy_(weight)
+                self.layer.bias.zero_()
+
+    config = LoraConfig(r=int(A.shape[0]), lora_alpha=alpha, target_modules=["layer"], lora_dropout=0.0,
+                        fan_in_fan_out=True)
+    with warnings.catch_warnings():  # peft 0.21 reads a transformers attribute that 5.x renamed
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(Block(), config)
+    inner: Any = model.base_model.model
+    layer: Any = inner.layer                    # peft's LoRA Linear wrapping the Conv1D
+    with torch.no_grad():
+        layer.lora_A["default"].weight.copy_(A)
+        layer.lora_B["default"].weight.copy_(B)
+    return model
 
 
-def _merge(weight, A, B, alpha, *, scale=lambda alpha, r: alpha / r, sign=1.0):
-    return weight + sign * scale(alpha, A.shape[0]) * (B @ A)
+def merge_lora_conv1d_reference(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: int) -> torch.Tensor:
+    """The weight of a ``Conv1D`` adapted by peft's LoRA after ``merge_and_unload`` (C_in, C_out)."""
+    if weight.shape != (A.shape[1], B.shape[0]) or A.shape[0] != B.shape[1]:
+        raise ValueError(f"weight {tuple(weight.shape)} must be (C_in, C_out) with A (r, C_in) = "
+                         f"{tuple(A.shape)} and B (C_out, r) = {tuple(B.shape)}")
+    merged: Any = _peft_conv1d(weight, A, B, alpha).merge_and_unload().layer
+    return merged.weight.detach().clone()
 
 
-def _merge_cases() -> list[Case]:
-    def case(name, c_out, c_in, r, alpha):
-        return Case(name, (torch.randn(c_out, c_in), torch.randn(r, c_in), torch.randn(c_out, r), alpha))
+def _merge_conv1d(weight, A, B, alpha, *, scale=lambda alpha, r: alpha / r, transpose=True,
+                  linear_layout=False):
+    update = scale(alpha, A.shape[0]) * (B @ A)                   # (C_out, C_in), nn.Linear's layout
+    if linear_layout:                                              # the result in nn.Linear's layout
+        return weight.T + update
+    return weight + (update.T if transpose else update)
 
-    return [case("rank 8, alpha 16, 24 x 20", 24, 20, 8, 16),
-            case("rank 1, alpha 4, 6 x 10", 6, 10, 1, 4),
-            case("rank 5, alpha 5, square 12 x 12", 12, 12, 5, 5)]
+
+def _merge_conv1d_cases() -> list[Case]:
+    def case(name, c_in, c_out, r, alpha):
+        return Case(name, (torch.randn(c_in, c_out), torch.randn(r, c_in) / c_in ** 0.5,
+                           torch.randn(c_out, r), alpha))
+
+    c_in, c_out = draw(2, 24), draw(2, 24)
+    return [case("square 12 x 12 (GPT-2's c_proj is square), rank 4, alpha 8", 12, 12, 4, 8),
+            case("c_attn-like 16 -> 48 (3 x 16), rank 8, alpha 16", 16, 48, 8, 16),
+            case("rank 1, alpha 4, 10 -> 6", 10, 6, 1, 4),
+            case(f"a random layer {c_in} -> {c_out}, rank 2, alpha 6", c_in, c_out, 2, 6)]
 
 
-merge_lora_weight = register(Checker(
-    "merge_lora_weight", merge_lora_weight_reference, _merge_cases, axes=("out_features", "in_features"),
-    atol=1e-5, rtol=1e-5,
+merge_lora_conv1d = register(Checker(
+    "merge_lora_conv1d", merge_lora_conv1d_reference, _merge_conv1d_cases,
+    axes=("in_features", "out_features"), atol=1e-5, rtol=1e-5,
     mistakes=[
-        Mistake(lambda *a: _merge(*a, scale=lambda alpha, r: 1.0),
-                "the merged update is (alpha / r) B A: the same scaling as in the forward pass."),
-        Mistake(lambda *a: _merge(*a, scale=lambda alpha, r: alpha),
+        Mistake(lambda *a: _merge_conv1d(*a, transpose=False),
+                "B A is the update in nn.Linear's (C_out, C_in) layout; a Conv1D stores its weight "
+                "transposed, (C_in, C_out), so add (B A)^T = A^T B^T. (On a square layer both have "
+                "the right shape, only the values are wrong.)"),
+        Mistake(lambda *a: _merge_conv1d(*a, linear_layout=True),
+                "the merged weight stays in the Conv1D's (C_in, C_out) layout, the layout of `weight`: "
+                "transpose the update, not the pretrained weight."),
+        Mistake(lambda *a: _merge_conv1d(*a, scale=lambda alpha, r: 1.0),
+                "the merged update is scaled like the forward pass's, by alpha / r (peft's `scaling`)."),
+        Mistake(lambda *a: _merge_conv1d(*a, scale=lambda alpha, r: alpha),
                 "the scaling is alpha / r with r = A.shape[0], not alpha."),
-        Mistake(lambda *a: _merge(*a, scale=lambda alpha, r: r / alpha),
+        Mistake(lambda *a: _merge_conv1d(*a, scale=lambda alpha, r: r / alpha),
                 "the scaling is alpha / r, not r / alpha."),
-        Mistake(lambda *a: _merge(*a, sign=-1.0),
-                "merging adds the update (W + (alpha / r) B A); subtracting it is what unmerging does."),
     ],
-    what="your merge_lora_weight",
+    what="your merge_lora_conv1d",
 ))
 
 
