@@ -6,6 +6,7 @@ checker's reference passes and its mistakes get their hints under the grader too
 ``tests/test_checker_registry.py``'s and ``tests/test_grading.py``'s job.)"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ def _lenient(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def student_mean_ablated(model, ids, heads, reference_ids):
-    """The page's solution, written as a student would (pre-hooks on o_proj, removed afterwards)."""
+    """A student's solution by the page's route (pre-hooks on o_proj, removed afterwards)."""
     hd = model.config.head_dim
     layers = model.model.layers
     by_layer: dict[int, set[int]] = {}
@@ -64,8 +65,22 @@ def _hooks(model: torch.nn.Module) -> int:
     return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
 
 
-def test_the_pages_solution_passes():
-    result = check.mean_ablated_logits(student_mean_ablated)
+def _page_solution() -> Any:
+    import nbformat
+
+    page = Path(__file__).resolve().parents[1] / "chapters" / "04_exercises.ipynb"
+    cells = [c for c in nbformat.read(page, as_version=4).cells
+             if "solution" in c.metadata.get("tags", []) and "def mean_ablated_logits" in c.source]
+    assert len(cells) == 1
+    namespace: dict[str, Any] = {"torch": torch}
+    exec(compile(cells[0].source, str(page), "exec"), namespace)
+    return namespace["mean_ablated_logits"]
+
+
+@pytest.mark.parametrize("solution", ["page", "student"])
+def test_a_right_solution_passes(solution: str):
+    fn = _page_solution() if solution == "page" else student_mean_ablated
+    result = check.mean_ablated_logits(fn)
     assert result.passed, result.message
     assert "4 cases" in result.message
 
@@ -116,8 +131,8 @@ def test_zero_ablation_is_the_chapters_ablate_heads():
 
 
 @pytest.mark.parametrize("index, words", [
-    (0, "zero ablation"), (1, "dim=(0, 1)"), (2, "reference_ids, not on ids"), (3, "*query* heads"),
-    (4, "config.head_dim"), (5, "head-major"), (6, "remove your hooks"),
+    (0, "zero ablation"), (1, "dim=(0, 1)"), (2, "reference_ids, not on ids"), (3, "*unablated* model"),
+    (4, "*query* heads"), (5, "config.head_dim"), (6, "head-major"), (7, "remove your hooks"),
 ])
 def test_each_mistake_is_diagnosed_with_its_message(index: int, words: str):
     mistake = ch04.mean_ablated_logits.mistakes[index]
@@ -126,7 +141,7 @@ def test_each_mistake_is_diagnosed_with_its_message(index: int, words: str):
     assert not result.passed and result.stage == "value", result.message
     assert result.hint == mistake.hint, result.message
     assert "output[" not in result.message
-    if index == 6:  # hooks left in place: the logits are right, the model afterwards is not
+    if index == 7:  # hooks left in place: the logits are right, the model afterwards is not
         assert "your logits are right, but the model has changed" in result.message
 
 

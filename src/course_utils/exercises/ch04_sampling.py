@@ -28,9 +28,9 @@ And one ablation beside the chapter's zeroing of heads:
 The known wrong variants are the classic errors: an unscaled threshold, removed tokens set to 0
 instead of -inf, probabilities returned instead of scores, the surprisal sorted the wrong way,
 the crossing token dropped, the entropy's sign, a previous-token score started at position 0;
-zero instead of mean ablation, a mean over the wrong positions (per position, or over ``ids``),
-key/value groups or a head-minor layout instead of query heads' head-major slices, the head size
-taken as hidden / heads, hooks left in place.
+zero instead of mean ablation, a mean over the wrong positions (per position, or over ``ids``)
+or taken with earlier heads already ablated, key/value groups or a head-minor layout instead of
+query heads' head-major slices, the head size taken as hidden / heads, hooks left in place.
 Top-level imports stay light (torch only; transformers is imported inside functions).
 """
 from __future__ import annotations
@@ -374,24 +374,8 @@ def mean_ablated_logits_reference(model: Any, ids: torch.Tensor, heads: list,
     return run(ids, substitute)
 
 
-def _mean_ablated(model, ids, heads, reference_ids, *, mean="reference", layout="head-major",
-                  size="head_dim", remove=True):
-    """The pre-hook solution with one switch flipped: the known wrong variants."""
-    cfg = model.config
-    nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
-    hd = cfg.hidden_size // nh if size == "hidden" else cfg.head_dim
-    width = nh * cfg.head_dim
-    by_layer = _by_layer(heads)
-    layers = model.model.layers
-
-    def cols(h: int) -> Any:
-        if layout == "head-minor":                              # (.., hd, nh): channel j of head h at j * nh + h
-            return torch.arange(hd) * nh + h
-        if layout == "group":                                   # head h read as key/value group h
-            g = nh // nkv
-            return slice(min(h * g * hd, width), min((h + 1) * g * hd, width))
-        return slice(min(h * hd, width), min((h + 1) * hd, width))
-
+def _o_proj_inputs(model: Any, x: torch.Tensor, layers: Any) -> dict[int, torch.Tensor]:
+    """Each listed layer's ``o_proj`` input (B, T, nh * hd) in one run of ``model`` on ``x``."""
     inputs: dict[int, torch.Tensor] = {}
 
     def record(layer: int) -> Any:
@@ -399,32 +383,56 @@ def _mean_ablated(model, ids, heads, reference_ids, *, mean="reference", layout=
             inputs[layer] = args[0]
         return hook
 
-    def forward_recording(x: torch.Tensor) -> dict[int, torch.Tensor]:
-        inputs.clear()
-        handles = [layers[layer].self_attn.o_proj.register_forward_pre_hook(record(layer)) for layer in by_layer]
-        with torch.no_grad():
-            model(x)
-        for handle in handles:
-            handle.remove()
-        return dict(inputs)
+    handles = [model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(record(layer))
+               for layer in layers]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return inputs
 
+
+def _columns(h: int, cfg: Any, layout: str, size: str) -> Any:
+    """Head ``h``'s columns of ``o_proj``'s input: right (head-major), or as a known mistake reads them."""
+    nh, width = cfg.num_attention_heads, cfg.num_attention_heads * cfg.head_dim
+    hd = cfg.hidden_size // nh if size == "hidden" else cfg.head_dim
+    if layout == "head-minor":                                  # (.., hd, nh): channel j of head h at j * nh + h
+        return torch.arange(hd) * nh + h
+    if layout == "group":                                       # head h read as key/value group h
+        g = nh // cfg.num_key_value_heads
+        return slice(min(h * g * hd, width), min((h + 1) * g * hd, width))
+    return slice(min(h * hd, width), min((h + 1) * hd, width))
+
+
+def _mean_ablated(model, ids, heads, reference_ids, *, mean="reference", layout="head-major",
+                  size="head_dim", remove=True):
+    """The pre-hook solution with one switch flipped: the known wrong variants."""
+    cfg = model.config
+    by_layer = _by_layer(heads)
     if mean == "zero":
-        means = {layer: torch.zeros(width) for layer in by_layer}
+        means = {layer: torch.zeros(cfg.num_attention_heads * cfg.head_dim) for layer in by_layer}
     elif mean == "batch":                                       # per position: (T_ref, nh * hd)
-        means = {layer: x.mean(dim=0) for layer, x in forward_recording(reference_ids).items()}
+        means = {layer: x.mean(dim=0) for layer, x in _o_proj_inputs(model, reference_ids, by_layer).items()}
+    elif mean == "sequential":
+        means = {}                                              # filled layer by layer below
     else:
         source = ids if mean == "ids" else reference_ids
-        means = {layer: x.mean(dim=(0, 1)) for layer, x in forward_recording(source).items()}
+        means = {layer: x.mean(dim=(0, 1)) for layer, x in _o_proj_inputs(model, source, by_layer).items()}
 
     def replace(layer: int) -> Any:
         def hook(module: torch.nn.Module, args: Any) -> tuple:
             x = args[0].clone()
             for h in by_layer[layer]:
-                x[..., cols(h)] = means[layer][..., cols(h)]
+                cols = _columns(h, cfg, layout, size)
+                x[..., cols] = means[layer][..., cols]
             return (x,)
         return hook
 
-    handles = [layers[layer].self_attn.o_proj.register_forward_pre_hook(replace(layer)) for layer in by_layer]
+    handles = []
+    for layer in sorted(by_layer):
+        if mean == "sequential":  # this layer's mean taken with the earlier layers' heads already ablated
+            means[layer] = _o_proj_inputs(model, reference_ids, [layer])[layer].mean(dim=(0, 1))
+        handles.append(model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(replace(layer)))
     with torch.no_grad():
         logits = model(ids).logits
     if remove:
@@ -497,6 +505,10 @@ mean_ablated_logits = register(_AblationChecker(
         Mistake(lambda *a: _mean_ablated(*a, mean="ids"),
                 "take the means on reference_ids, not on ids: the head's typical output comes from "
                 "the reference batch, whatever sequence is then ablated."),
+        Mistake(lambda *a: _mean_ablated(*a, mean="sequential"),
+                "take every mean from the *unablated* model: record them all in one clean run on "
+                "reference_ids before any replacing hook is in place (here a later layer's mean was "
+                "taken with an earlier layer's heads already ablated)."),
         Mistake(lambda *a: _mean_ablated(*a, layout="group"),
                 "heads are *query* heads: o_proj's input has num_attention_heads blocks of head_dim "
                 "(one per query head), not one per key/value group."),
