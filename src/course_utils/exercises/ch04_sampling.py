@@ -15,19 +15,32 @@ And one head score beside the chapter's prefix matching:
 * ``check.previous_token_scores`` -- each head's mean attention from position t to t - 1, over
   (L, B, nh, T, T) attention maps (the first half of the induction circuit).
 
+And one ablation beside the chapter's zeroing of heads:
+
+* ``check.mean_ablated_logits`` -- a Llama model's logits with chosen (layer, query head) heads
+  *mean*-ablated: each head's slice of ``o_proj``'s input replaced by its mean over every
+  position of a reference batch, with hooks that are gone afterwards. Checked on small random
+  ``LlamaForCausalLM`` models (grouped-query attention, ``head_dim`` != hidden / heads) against a
+  reference that takes another route (the heads' outputs rebuilt from the attention probabilities
+  and the values, the correction added after ``o_proj``), and the model is run again after the
+  call to see that it is unchanged.
+
 The known wrong variants are the classic errors: an unscaled threshold, removed tokens set to 0
 instead of -inf, probabilities returned instead of scores, the surprisal sorted the wrong way,
-the crossing token dropped, the entropy's sign, a previous-token score started at position 0.
-Top-level imports stay light (torch only).
+the crossing token dropped, the entropy's sign, a previous-token score started at position 0;
+zero instead of mean ablation, a mean over the wrong positions (per position, or over ``ids``)
+or taken with earlier heads already ablated, key/value groups or a head-minor layout instead of
+query heads' head-major slices, the head size taken as hidden / heads, hooks left in place.
+Top-level imports stay light (torch only; transformers is imported inside functions).
 """
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import Any, cast
 
 import torch
 
-from .core import Case, Checker, Mistake, register
+from .core import Case, Checker, Mistake, draw, register
 
 NEG_INF = float("-inf")
 
@@ -261,4 +274,254 @@ previous_token_scores = register(Checker(
                 "(dimension 0) and the head (dimension 2): the result is (L, nh)."),
     ],
     what="your previous_token_scores",
+))
+
+
+# =========================================================================== 5. mean ablation
+# model: a LlamaForCausalLM (eval mode); ids: (B, T) token ids; heads: a list of (layer, query
+# head); reference_ids: (B_ref, T_ref). Return the logits (B, T, V) of the model on ids with each
+# listed head's output (its head_dim slice of o_proj's input) replaced by that head's mean output
+# in the *unablated* model over every position of reference_ids. The model is unchanged after.
+
+def _tiny_llama(spec: dict[str, int]) -> Any:
+    """A seeded random ``LlamaForCausalLM`` (eager attention, so that it returns its attention
+    probabilities) from a case's plain description: layers, hidden, heads, kv_heads, head_dim, vocab."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    config = LlamaConfig(vocab_size=spec["vocab"], hidden_size=spec["hidden"],
+                         intermediate_size=2 * spec["hidden"], num_hidden_layers=spec["layers"],
+                         num_attention_heads=spec["heads"], num_key_value_heads=spec["kv_heads"],
+                         head_dim=spec["head_dim"], max_position_embeddings=64,
+                         initializer_range=0.3, tie_word_embeddings=False)
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["seed"])
+        model = LlamaForCausalLM(config).eval()
+    return model
+
+
+def _by_layer(heads: list) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if head not in out.setdefault(int(layer), []):
+            out[int(layer)].append(int(head))
+    return out
+
+
+def mean_ablated_logits_reference(model: Any, ids: torch.Tensor, heads: list,
+                                  reference_ids: torch.Tensor) -> torch.Tensor:
+    """Mean ablation by another route than the page's solution, so that the two check each other.
+
+    The solution replaces slices of ``o_proj``'s *input* in a pre-hook. This reference never reads
+    that input: it rebuilds each head's output from the attention probabilities that eager
+    attention returns and the value projection's output, z_h = A_h @ V_(h // group) (grouped-query
+    attention spelled out), and corrects the attention block's *output* in a forward hook by
+    (m_h - z_h) @ W_O[:, h]^T, W_O[:, h] the columns of o_proj's weight that head h feeds. Its
+    means m_h are the same z_h averaged over every position of the clean run on reference_ids.
+    Agreement with the solution (``tests/test_ch04_checkers.py``) therefore checks the layout, the
+    grouping and the hooks' bookkeeping of both."""
+    cfg = model.config
+    nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = cfg.head_dim
+    kv_of = torch.arange(nh) // (nh // nkv)                     # query head -> its key/value head
+    by_layer = _by_layer(heads)
+    layers = model.model.layers
+    values: dict[int, torch.Tensor] = {}
+
+    def head_outputs(layer: int, weights: torch.Tensor) -> torch.Tensor:   # (B, nh, T, hd)
+        v = values[layer]                                       # (B, T, nkv * hd)
+        v = v.view(*v.shape[:2], nkv, hd).transpose(1, 2)[:, kv_of]   # (B, nh, T, hd)
+        return weights @ v
+
+    def keep_values(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+            values[layer] = out
+        return hook
+
+    def run(x: torch.Tensor, attention_hook: Any) -> torch.Tensor:
+        handles = []
+        try:
+            for layer in by_layer:
+                attn = layers[layer].self_attn
+                handles.append(attn.v_proj.register_forward_hook(keep_values(layer)))
+                handles.append(attn.register_forward_hook(attention_hook(layer)))
+            with torch.no_grad():
+                return model(x, use_cache=False).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    means: dict[int, torch.Tensor] = {}
+
+    def record(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, out: tuple) -> None:
+            means[layer] = head_outputs(layer, out[1]).mean(dim=(0, 2))   # (nh, hd)
+        return hook
+
+    def substitute(layer: int) -> Any:
+        def hook(module: Any, args: Any, out: tuple) -> tuple:
+            z = head_outputs(layer, out[1])                     # (B, nh, T, hd)
+            w_o = module.o_proj.weight                          # (C, nh * hd)
+            fix = out[0]
+            for h in by_layer[layer]:
+                delta = means[layer][h] - z[:, h]               # (B, T, hd)
+                fix = fix + delta @ w_o[:, h * hd:(h + 1) * hd].T
+            return (fix, *out[1:])
+        return hook
+
+    run(reference_ids, record)
+    return run(ids, substitute)
+
+
+def _o_proj_inputs(model: Any, x: torch.Tensor, layers: Any) -> dict[int, torch.Tensor]:
+    """Each listed layer's ``o_proj`` input (B, T, nh * hd) in one run of ``model`` on ``x``."""
+    inputs: dict[int, torch.Tensor] = {}
+
+    def record(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            inputs[layer] = args[0]
+        return hook
+
+    handles = [model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(record(layer))
+               for layer in layers]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return inputs
+
+
+def _columns(h: int, cfg: Any, layout: str, size: str) -> Any:
+    """Head ``h``'s columns of ``o_proj``'s input: right (head-major), or as a known mistake reads them."""
+    nh, width = cfg.num_attention_heads, cfg.num_attention_heads * cfg.head_dim
+    hd = cfg.hidden_size // nh if size == "hidden" else cfg.head_dim
+    if layout == "head-minor":                                  # (.., hd, nh): channel j of head h at j * nh + h
+        return torch.arange(hd) * nh + h
+    if layout == "group":                                       # head h read as key/value group h
+        g = nh // cfg.num_key_value_heads
+        return slice(min(h * g * hd, width), min((h + 1) * g * hd, width))
+    return slice(min(h * hd, width), min((h + 1) * hd, width))
+
+
+def _mean_ablated(model, ids, heads, reference_ids, *, mean="reference", layout="head-major",
+                  size="head_dim", remove=True):
+    """The pre-hook solution with one switch flipped: the known wrong variants."""
+    cfg = model.config
+    by_layer = _by_layer(heads)
+    if mean == "zero":
+        means = {layer: torch.zeros(cfg.num_attention_heads * cfg.head_dim) for layer in by_layer}
+    elif mean == "batch":                                       # per position: (T_ref, nh * hd)
+        means = {layer: x.mean(dim=0) for layer, x in _o_proj_inputs(model, reference_ids, by_layer).items()}
+    elif mean == "sequential":
+        means = {}                                              # filled layer by layer below
+    else:
+        source = ids if mean == "ids" else reference_ids
+        means = {layer: x.mean(dim=(0, 1)) for layer, x in _o_proj_inputs(model, source, by_layer).items()}
+
+    def replace(layer: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any) -> tuple:
+            x = args[0].clone()
+            for h in by_layer[layer]:
+                cols = _columns(h, cfg, layout, size)
+                x[..., cols] = means[layer][..., cols]
+            return (x,)
+        return hook
+
+    handles = []
+    for layer in sorted(by_layer):
+        if mean == "sequential":  # this layer's mean taken with the earlier layers' heads already ablated
+            means[layer] = _o_proj_inputs(model, reference_ids, [layer])[layer].mean(dim=(0, 1))
+        handles.append(model.model.layers[layer].self_attn.o_proj.register_forward_pre_hook(replace(layer)))
+    with torch.no_grad():
+        logits = model(ids).logits
+    if remove:
+        for handle in handles:
+            handle.remove()
+    return logits
+
+
+def _run_then_rerun(fn: Any, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+    """Build the case's seeded model, call ``fn`` on it, then run the model again, plainly: the
+    second output must be the model's own logits (no hook left behind, no weight edited)."""
+    spec, ids, heads, reference_ids = case.args
+    model = _tiny_llama(spec)
+    logits = fn(model, ids, heads, reference_ids)
+    with torch.no_grad():
+        after = model(ids).logits
+    return logits, after
+
+
+_AFTER = ("your logits are right, but the model has changed: run again after your function returned, "
+          "it no longer gives its own logits (a hook left registered? a weight edited in place?); ")
+
+
+class _AblationChecker(Checker):
+    """Names the two outputs of :func:`_run_then_rerun` in words rather than ``output[0]``/``[1]``."""
+
+    def fail(self, stage: str, text: str, case: Case | None = None, hint: str | None = None) -> Any:
+        text = text.replace("output[0]: ", "").replace("output[1]: ", _AFTER)
+        return super().fail(stage, text, case, hint)
+
+
+def _ablation_cases() -> list[Case]:
+    def spec(layers: int, hidden: int, heads: int, kv_heads: int, head_dim: int, vocab: int) -> dict[str, int]:
+        return dict(layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                    vocab=vocab, seed=draw(0, 10**6))
+
+    def tokens(vocab: int, B: int, T: int) -> torch.Tensor:
+        return torch.randint(0, vocab, (B, T))
+
+    first = spec(2, 32, 4, 2, 16, 48)
+    second = spec(3, 48, 6, 2, 8, 40)
+    two = torch.randperm(6)[:2].tolist()
+    mqa_layers, mqa_heads = draw(2, 3), 4
+    third = spec(mqa_layers, 24, mqa_heads, 1, 12, 32)
+    return [
+        Case("2 layers, 4 query heads on 2 key/value heads, head_dim 16 (not 32 / 4); "
+             "a reference batch as long as the input",
+             (first, tokens(48, 2, 7), [(0, draw(0, 3)), (1, draw(0, 3))], tokens(48, 3, 7))),
+        Case("3 layers, 6 query heads in groups of 3, two heads of one layer; a longer reference",
+             (second, tokens(40, 1, 9), [(1, two[0]), (1, two[1]), (2, draw(0, 5))], tokens(40, 4, 12))),
+        Case("one key/value head for all (multi-query), a head of every layer",
+             (third, tokens(32, draw(1, 3), draw(2, 8)),
+              [(layer, draw(0, mqa_heads - 1)) for layer in range(mqa_layers)], tokens(32, 2, draw(3, 10)))),
+        Case("no head listed: the model's own logits",
+             (spec(2, 32, 4, 2, 8, 48), tokens(48, 2, 5), [], tokens(48, 2, 5))),
+    ]
+
+
+mean_ablated_logits = register(_AblationChecker(
+    "mean_ablated_logits", mean_ablated_logits_reference, _ablation_cases,
+    call=_run_then_rerun, axes=(("batch", "position", "vocab"), ("batch", "position", "vocab")),
+    atol=1e-5, rtol=1e-4, timeout=5.0,
+    mistakes=[
+        Mistake(lambda *a: _mean_ablated(*a, mean="zero"),
+                "that is zero ablation, the chapter's: replace each head's slice by its *mean* over the "
+                "reference batch (record o_proj's input on reference_ids first), not by zeros."),
+        Mistake(lambda *a: _mean_ablated(*a, mean="batch"),
+                "average over the reference batch's sequences *and* positions (dim=(0, 1)): one "
+                "vector per head, the same at every position of ids."),
+        Mistake(lambda *a: _mean_ablated(*a, mean="ids"),
+                "take the means on reference_ids, not on ids: the head's typical output comes from "
+                "the reference batch, whatever sequence is then ablated."),
+        Mistake(lambda *a: _mean_ablated(*a, mean="sequential"),
+                "take every mean from the *unablated* model: record them all in one clean run on "
+                "reference_ids before any replacing hook is in place (here a later layer's mean was "
+                "taken with an earlier layer's heads already ablated)."),
+        Mistake(lambda *a: _mean_ablated(*a, layout="group"),
+                "heads are *query* heads: o_proj's input has num_attention_heads blocks of head_dim "
+                "(one per query head), not one per key/value group."),
+        Mistake(lambda *a: _mean_ablated(*a, size="hidden"),
+                "a head's slice is config.head_dim wide, which need not be hidden_size // "
+                "num_attention_heads (here it is not)."),
+        Mistake(lambda *a: _mean_ablated(*a, layout="head-minor"),
+                "o_proj's input is head-major: head h owns columns h * head_dim ... (h + 1) * "
+                "head_dim - 1 (the attention output (B, T, nh, hd) reshaped), not every nh-th column."),
+        Mistake(lambda *a: _mean_ablated(*a, remove=False),
+                "remove your hooks before returning (keep each register_forward_pre_hook's handle and "
+                "call .remove(), in a `finally:` so an error cannot leave them in place)."),
+    ],
+    what="your mean_ablated_logits",
 ))
