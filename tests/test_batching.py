@@ -63,3 +63,14 @@ def test_padding_waste_of_the_corpus_orders_the_recipes():
     waste = {r: batching.padding_waste(lengths, 32, r, max_length=128).waste for r in batching.RECIPES}
     assert waste["max_length"] > waste["dynamic"] > waste["sorted"] > waste["packed"]
     assert waste["max_length"] > 0.5 and waste["packed"] < 0.01
+
+
+def test_token_ids_are_the_tokenizers_and_computed_once():
+    from course_utils.assets import load_tokenizer
+
+    tok = load_tokenizer("bert-base-uncased")
+    texts = ["Call me Ishmael.", "  ", "It was the best of times."]
+    ids = batching.token_ids(tok, texts)
+    assert ids == tok(["Call me Ishmael.", "It was the best of times."], add_special_tokens=False)["input_ids"]
+    assert batching.token_ids(tok, list(texts)) is ids               # the same corpus: not again
+    assert batching.token_ids(tok, texts[:1]) == ids[:1]             # another corpus: its own

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 import torch
 import torch.nn.functional as F
 
-from .batching import PaddingReport, pack_ids, pad_batch, padding_waste
+from .batching import PaddingReport, pack_ids, pad_batch, padding_waste, token_ids
 from .runtime import progress_bar as progress_bar_
 from .runtime import show_progress as show_progress  # re-exported: Chapter 5 calls mlm.show_progress()
 from .runtime import synchronize
@@ -280,7 +280,7 @@ def padded_lines(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LEN
 
 def packed_blocks(tokenizer: Any, texts: Sequence[str], block_size: int = MAX_LENGTH) -> Blocks:
     """:func:`pack_blocks` of the non-empty ``texts`` (tokenised without special tokens)."""
-    ids = tokenizer([t for t in texts if t.strip()], add_special_tokens=False, verbose=False)["input_ids"]
+    ids = token_ids(tokenizer, texts)                     # the non-empty texts, computed once
     blocks = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)   # (N, T)
     return Blocks(blocks, torch.ones_like(blocks))
 
@@ -400,7 +400,7 @@ def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:
 def token_counts(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     """How often each of the tokenizer's ids occurs in ``texts`` (no special tokens): ``(V,)``."""
     counts = torch.zeros(len(tokenizer), dtype=torch.float64)
-    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
+    for ids in token_ids(tokenizer, texts):               # empty texts count nothing
         counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=len(tokenizer)).double()
     return counts
 
