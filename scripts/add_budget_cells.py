@@ -90,10 +90,9 @@ def has_budget_cells(nb: nbformat.NotebookNode) -> bool:
 
 
 def _chapters() -> list[Path]:
-    sys.path.insert(0, str(REPO / "tests" / "site"))
-    import sitecheck
+    from book_toc import chapter_notebooks  # scripts/: this script's own folder
 
-    return [REPO / f"{c}.ipynb" for c in sitecheck.chapter_notebooks(REPO)]
+    return [REPO / f"{c}.ipynb" for c in chapter_notebooks(REPO)]
 
 
 def main(argv: list[str] | None = None) -> int:

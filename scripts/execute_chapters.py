@@ -67,11 +67,10 @@ class Task:
 
 
 def toc_notebooks() -> list[Path]:
-    """The notebooks of ``_toc.yml``, in book order (tests/site/sitecheck.py reads the table of contents)."""
-    sys.path.insert(0, str(REPO / "tests" / "site"))
-    import sitecheck
+    """The notebooks of ``_toc.yml``, in book order (``book_toc``: the one reader of the table of contents)."""
+    from book_toc import chapter_notebooks  # scripts/: this script's own folder
 
-    return [REPO / f"{c}.ipynb" for c in sitecheck.chapter_notebooks(REPO)]
+    return [REPO / f"{c}.ipynb" for c in chapter_notebooks(REPO)]
 
 
 def lane_env(jobs: int) -> dict[str, str]:

@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from offline_env import offline_env  # scripts/: this script's own folder (tests: pytest's pythonpath)
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from offline_env import offline_env  # noqa: E402  (scripts/ is not a package)
 
 VENV = ROOT / ".venv-newest"
 OUT = ROOT / "artifacts" / "newest"

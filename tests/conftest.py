@@ -8,12 +8,8 @@ scripts/test.sh sets COURSE_EXERCISES_STRICT=1 so that a wrong *solution* in a c
 nbval and the book build; the unit tests of the checkers need the student behaviour (a failed
 check returns a result instead of raising), and must not append to a grader's record file.
 """
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from offline_env import offline_env
 
 OFFLINE_ENV = offline_env()

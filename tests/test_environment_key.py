@@ -1,5 +1,5 @@
 """The book's execution cache is keyed on the installed versions (scripts/environment_key.py)."""
-# scripts/ is on sys.path: tests/conftest.py puts it there
+# scripts/ is importable: pytest's pythonpath (pyproject.toml)
 from environment_key import environment_key, installed
 
 PINNED = [("torch", "2.13.0"), ("transformers", "5.24.0"), ("datasets", "5.2.0")]

@@ -114,8 +114,7 @@ def test_exercise_pages_are_in_the_toc_under_their_chapter():
 
 
 def test_sync_colab_covers_the_exercise_pages():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import sync_colab
+    import sync_colab  # scripts/: pytest's pythonpath (pyproject.toml)
 
     covered = set(sync_colab.chapter_notebooks())
     spec = sync_colab.install_spec()

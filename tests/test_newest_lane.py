@@ -1,5 +1,5 @@
 """The newest-versions lane's bookkeeping (scripts/newest_lane.py): pins read, drift found."""
-# scripts/ is on sys.path: tests/conftest.py puts it there
+# scripts/ is importable: pytest's pythonpath (pyproject.toml)
 from newest_lane import differences, pins
 
 

@@ -1,13 +1,11 @@
 """The offline environment has one definition, scripts/offline.env, which every runner reads."""
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from offline_env import ENV_FILE, offline_env  # scripts/: pytest's pythonpath (pyproject.toml)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from offline_env import ENV_FILE, offline_env  # noqa: E402 - importable only after the path insert above
 
 #: the variables a runner would otherwise set itself
 NAMES = ("COURSE_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "PYTHONHASHSEED",

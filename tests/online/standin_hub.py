@@ -299,8 +299,7 @@ def environ(hf_home: Path) -> dict[str, str]:
     the endpoint is a closed local port, so a request that slipped through would fail at once
     instead of reaching the internet.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from offline_env import offline_env
+    from offline_env import offline_env  # scripts/: pytest's pythonpath (pyproject.toml)
 
     hf_home = Path(hf_home)
     return {**offline_env(), "COURSE_OFFLINE": "0", "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"),

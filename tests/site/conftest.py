@@ -7,13 +7,9 @@ Screenshots (desktop and 390 px wide) go to ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import sitecheck
 
 REPO = sitecheck.REPO

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+import book_toc  # scripts/ (pytest's pythonpath, pyproject.toml): the one reader of _toc.yml
+
 REPO = Path(__file__).resolve().parents[2]
 # The book whose built site is tested (its _toc.yml, _config.yml, chapters/): this repository,
 # unless COURSE_BOOK_DIR names another (e.g. a throwaway book used to try the tests).
@@ -479,26 +481,10 @@ def check_site(site: Path, pages: list[Path] | None = None, *, screenshots: Path
 
 
 def toc_files(root: Path = BOOK) -> list[str]:
-    """The documents of the book's ``_toc.yml`` (root first), without suffix."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(str(node["file"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [f.removesuffix(".md").removesuffix(".ipynb") for f in files]
+    """The documents of the book's ``_toc.yml`` (root first), without suffix (``scripts/book_toc.py``)."""
+    return book_toc.toc_files(root)
 
 
 def chapter_notebooks(root: Path = BOOK) -> list[str]:
-    """The book's chapters that are notebooks, as ``chapters/NN_name`` (in the table of contents)."""
-    return [f for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
+    """The book's chapters that are notebooks, as ``chapters/NN_name`` (``scripts/book_toc.py``)."""
+    return book_toc.chapter_notebooks(root)

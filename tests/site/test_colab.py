@@ -13,11 +13,10 @@ from pathlib import Path
 import nbformat
 import pytest
 import sitecheck
+import sync_colab  # scripts/: pytest's pythonpath (pyproject.toml)
 import yaml
 
 REPO = sitecheck.REPO
-sys.path.insert(0, str(REPO / "scripts"))
-import sync_colab  # noqa: E402 - importable only after the path insert above
 
 
 def _repository(book: Path = REPO) -> dict:
