@@ -444,10 +444,10 @@ def test_lr_schedule_and_param_groups():
 
 def test_compact_training_is_full_vocabulary_training_bit_for_bit():
     # gpt2-course's template recipe (zoo.TEMPLATES) trains a model over the ~1,000 ids its corpus
-    # uses (zoo._CompactGPT2) instead of
-    # the full 50,257-id one with the softmax over those rows. The weights must be the same, bit
-    # for bit: here the full model is trained the direct way (its loss a gather of the used rows of
-    # the tied matrix), from the same initial weights and batches, and compared after expand().
+    # uses (zoo._CompactGPT2) instead of the full 50,257-id one with the softmax over those rows.
+    # The weights must be the same, bit for bit: here the full model is trained the direct way (its
+    # loss a gather of the used rows of the tied matrix), from the same initial weights and
+    # batches, and compared after expand().
     from course_utils import batching, training
 
     s = zoo.spec("gpt2-course", **{**TINY, "steps": 12, "warmup": 3})
