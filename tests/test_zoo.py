@@ -302,6 +302,9 @@ def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
     assert cu + "data.generate_corpus" not in bert and cu + "corpus.load_books" not in templates
     # in-context documents make the template recipe's weights only where its spec mixes them in
     assert cu + "data.generate_incontext" in templates
+    # the recipe as it was before issue 30 (width 128, 900 steps, half again in in-context documents)
+    t = zoo.spec("gpt2-course", **zoo.TEMPLATES)
+    assert (t.n_embd, t.n_inner, t.n_layer, t.steps, t.batch_size, t.incontext_fraction) == (128, 512, 4, 900, 32, 0.5)
     assert cu + "data.generate_incontext" not in _trained_by("gpt2", **{**zoo.TEMPLATES, "incontext_fraction": 0})
 
 

@@ -119,8 +119,9 @@ class ZooSpec:
 #: gone, benchmarks/induction_experiments.py records later runs of the recipe): 0.17 with no
 #: example and 0.88 with four in held-out formats, held-out facts 0.90 (0.91 on the corpus alone
 #: at 600 steps); at 0.75 the facts reached only 0.84.
-TEMPLATES: dict[str, Any] = {"corpus": "templates", "steps": 900, "incontext_fraction": 0.5,
-                             "batch_size": 32, "warmup": 100, "eval_every": 250}
+TEMPLATES: dict[str, Any] = {"corpus": "templates", "n_embd": 128, "n_inner": 512, "steps": 900,
+                             "incontext_fraction": 0.5, "batch_size": 32, "warmup": 100,
+                             "eval_every": 250}
 
 ZOO: dict[str, ZooSpec] = {
     # Real prose (issue 30, in the spirit of nanoGPT's Shakespeare model): the books and addresses
