@@ -1,13 +1,15 @@
 """Does gpt2-course grow an induction head if its in-context data change? (issue #20)
 
-Trains ``gpt2-course`` with a changed mix of in-context documents (not saved to the zoo) and
+Trains ``gpt2-course``'s template recipe (``zoo.TEMPLATES``: the generated corpus plus in-context
+documents, what ``gpt2-course`` trained on until issue 30 moved it to real prose) with a changed
+mix of in-context documents (not saved to the zoo) and
 prints, during training and at the end, the repeated-random-tokens test of Chapter 4: the loss on
 the first and the second copy of 25 random tokens and the best head's prefix-matching score (0.03
 is what a head that attends evenly gets; an induction head scores over 0.5), then the held-out
 few-shot accuracy (0 and 4 shots, 240 prompts) and the held-out facts. One JSON line per run is
 appended to ``benchmarks/results/induction_experiments.jsonl``.
 
-    python benchmarks/induction_experiments.py base                       # the zoo's own recipe
+    python benchmarks/induction_experiments.py base                       # the template recipe
     python benchmarks/induction_experiments.py more-repeats rep=0.5 rule=0.5 market=0 frac=1.0 steps=1500
 
 keys: steps, frac (incontext_fraction), rule / rep / market (weights of the three document kinds),
@@ -56,8 +58,9 @@ def main(argv: list[str]) -> dict:
 
     data._INCONTEXT[:] = [(data._rule_document, arg("rule", 0.6)), (repeat_document, arg("rep", 0.25)),
                           (data._market_sentence, arg("market", 0.15))]
-    over = {"steps": arg("steps", zoo.spec("gpt2-course").steps),
-            "incontext_fraction": arg("frac", zoo.spec("gpt2-course").incontext_fraction)}
+    recipe = zoo.spec("gpt2-course", **zoo.TEMPLATES)  # the template corpus, asked for explicitly
+    over = {**zoo.TEMPLATES, "steps": arg("steps", recipe.steps),
+            "incontext_fraction": arg("frac", recipe.incontext_fraction)}
     for key in ("n_layer", "warmup"):
         if key in kv:
             over[key] = int(kv[key])

@@ -1,6 +1,7 @@
 """How long does a small GPT-2 take to grow an induction head on repeated random tokens? (issue #20)
 
-``benchmarks/induction_experiments.py`` changes ``gpt2-course``'s in-context data and finds no
+``benchmarks/induction_experiments.py`` changes the in-context data of ``gpt2-course``'s template
+recipe (``zoo.TEMPLATES``) and finds no
 induction head at 900-1500 steps. This script asks the simpler question underneath: with *only*
 repeated random sequences to learn from (a random sequence of 8 to 30 ids from Chapter 4's token
 pool, a random gap of 0 to 10, the sequence again; rows of 64 tokens), when does a

@@ -1,19 +1,24 @@
-"""What chapter 3 says about the zoo's ``gpt2-course`` holds: the ids its corpus never uses are
-pinned at ``zoo.UNUSED_LOGIT`` through one ``ln_f`` channel fixed to 1, the other ids' logits
-stay inside it, and undoing the pinning would move probability onto never-seen ids.
+"""What chapter 3 says about ids the training text never uses holds: ``gpt2-course`` (real
+prose, the softmax over all 50,257 ids) has no pinned ids and puts little probability on the ids
+its training text never uses, far less than an even spread (or its random initialisation) would;
+the zoo's template recipe (``zoo.TEMPLATES``, the compact softmax) instead pins them at
+``zoo.UNUSED_LOGIT`` through one ``ln_f`` channel fixed to 1.
 
-If the zoo changes how it treats unused ids, these tests fail, and chapter 3's explanation of
-the "max |logit|" column must change with it."""
+If the zoo changes how it treats unused ids, these tests fail, and chapter 3's "Ids it never saw"
+must change with it."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from course_utils import data, zoo
+from course_utils import corpus, zoo
 from course_utils.assets import load_tokenizer
 
 PROMPTS = ["Hello World. This is Agney", "The capital of France is Paris.",
            "Once upon a time, a little cat called Anna lived in a village."]
+TINY_TEMPLATES = dict(n_embd=32, n_layer=1, n_head=2, n_inner=64, n_positions=32, block_size=16,
+                      batch_size=4, steps=3, warmup=1, corpus_words=2_000, eval_every=0,
+                      corpus="templates")
 
 
 @pytest.fixture(scope="module")
@@ -29,43 +34,56 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def pinned(lm, tok) -> torch.Tensor:
+def never(tok) -> torch.Tensor:
+    """(V,) the ids the training books and addresses never use (chapter 3's count)."""
+    books = corpus.load_books()
+    # passages joined by <|endoftext|>, as the zoo packs them
+    ids = torch.tensor([i for row in tok(books["train"])["input_ids"] for i in row + [tok.eos_token_id]])
+    return torch.bincount(ids, minlength=len(tok)) == 0
+
+
+def _mass_on(model, tok, ids: torch.Tensor) -> float:
+    """Mean probability on ``ids`` over the positions of ten held-out passages."""
+    held_out = corpus.spread(corpus.load_books()["validation"], 10, min_words=40)
+    mass = []
+    with torch.no_grad():
+        for text in held_out:
+            x = tok(text, return_tensors="pt")["input_ids"][:, :128]
+            mass.append(model(x).logits[0].softmax(-1)[:, ids].sum(-1).mean().item())
+    return sum(mass) / len(mass)
+
+
+def test_gpt2_course_has_no_pinned_ids(lm, tok):
     with torch.no_grad():
         logits = torch.cat([lm(**tok(p, return_tensors="pt")).logits[0] for p in PROMPTS])  # (positions, V)
-    return logits.max(0).values == logits.min(0).values
+    assert int((logits.max(0).values == logits.min(0).values).sum()) == 0
+    ln_f = lm.transformer.ln_f
+    assert not ((ln_f.weight == 0) & (ln_f.bias == 1)).any()
 
 
-def test_pinned_ids_are_the_ids_the_corpus_never_uses(lm, pinned):
-    n_used = zoo.card("gpt2-course")["vocab_used_in_training"]
-    assert int((~pinned).sum()) == n_used
-    assert int(pinned.sum()) == lm.config.vocab_size - n_used > 40_000
+def test_never_seen_ids_get_little_probability_on_held_out_prose(lm, tok, never):
+    card = zoo.card("gpt2-course")
+    assert int(never.sum()) == card["probes"]["never_seen_ids"]
+    assert int((~never).sum()) == card["vocab_used_in_training"]
+    share = never.float().mean().item()                 # an even spread's probability on them
+    assert 0.2 < share < 0.5
+    trained = _mass_on(lm, tok, never)
+    assert trained < share / 10
+    # learnt in training: the same config with random weights spreads about evenly
+    random = zoo._build(zoo.spec("gpt2-course"), tok).eval()
+    assert _mass_on(random, tok, never) > share / 2 > 5 * trained
 
 
-def test_pinning_mechanism(lm, tok, pinned):
-    ln_f, wte = lm.transformer.ln_f, lm.transformer.wte.weight
+def test_the_template_recipe_pins_the_ids_its_corpus_never_uses(tmp_path, monkeypatch, tok):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    model = zoo.load("gpt2-course", progress=False, **TINY_TEMPLATES)
+    ln_f, wte = model.transformer.ln_f, model.transformer.wte.weight
     channels = ((ln_f.weight == 0) & (ln_f.bias == 1)).nonzero().flatten().tolist()
     assert len(channels) == 1
     k = channels[0]
-    expected = torch.zeros(int(pinned.sum()), wte.shape[1])
-    expected[:, k] = zoo.UNUSED_LOGIT
-    assert torch.equal(wte[pinned], expected)
+    pinned = (wte[:, k] == zoo.UNUSED_LOGIT) & (wte[:, :k] == 0).all(-1) & (wte[:, k + 1:] == 0).all(-1)
+    n_used = zoo.card("gpt2-course", **TINY_TEMPLATES)["vocab_used_in_training"]
+    assert int((~pinned).sum()) == n_used < 2_000
     with torch.no_grad():
-        out = lm(**tok(PROMPTS[1], return_tensors="pt"))
+        out = model(**tok(PROMPTS[1], return_tensors="pt"))
     assert torch.all(out.logits[0][:, pinned] == zoo.UNUSED_LOGIT)
-    assert out.logits[0][:, ~pinned].abs().max() < abs(zoo.UNUSED_LOGIT)  # the 30.00 is the pinned ids'
-
-
-def test_unpinning_would_move_probability_to_never_seen_ids(lm, tok, pinned):
-    wte = lm.transformer.wte.weight
-    g = torch.Generator().manual_seed(0)
-    random_rows = wte.clone()
-    random_rows[pinned] = torch.randn(int(pinned.sum()), wte.shape[1], generator=g) * lm.config.initializer_range
-    text = data.generate_corpus(n_words=20_000)["validation"][0]
-    with torch.no_grad():
-        hidden = lm.transformer(tok(text, return_tensors="pt")["input_ids"]).last_hidden_state[0]  # (T, C)
-        as_saved = (hidden @ wte.T).softmax(-1)[:, pinned].sum(-1).mean().item()
-        unpinned = (hidden @ random_rows.T).softmax(-1)[:, pinned].sum(-1).mean().item()
-    assert as_saved < 1e-9
-    # how much depends on how peaked the model is (the 100-step trial model: 0.85); always far more
-    assert unpinned > 1e-4 and unpinned > 1e3 * as_saved
-

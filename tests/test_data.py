@@ -136,7 +136,7 @@ def test_load_corpus_detects_the_world(monkeypatch):
         runtime.is_online.cache_clear()
 
 
-# --- in-context documents (gpt2-course only) ---------------------------------------------------
+# --- in-context documents (gpt2-course's template recipe, zoo.TEMPLATES, only) -----------------
 
 def test_bert_corpus_is_byte_identical_to_before_the_incontext_documents():
     # generate_corpus is what bert-course trains on: adding generators for gpt2-course must not

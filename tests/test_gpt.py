@@ -239,7 +239,10 @@ def test_cached_generation_on_zoo_model_equals_uncached_and_the_library(zoo_gpt2
     with torch.no_grad():
         lib = zoo_gpt2.generate(start, max_new_tokens=15, do_sample=False, attention_mask=torch.ones_like(start),
                                 pad_token_id=tok.eos_token_id)
-    assert torch.equal(cached, lib)
+    # The library stops at <|endoftext|> (the zoo's model, trained on packed passages, may end one);
+    # ours generates a fixed number of tokens: they agree up to there.
+    assert lib.shape[1] == cached.shape[1] or lib[0, -1] == tok.eos_token_id
+    assert torch.equal(cached[:, :lib.shape[1]], lib)
 
 
 def test_last_only_logits_are_the_last_row():

@@ -392,7 +392,8 @@ def _passages(rng: random.Random, n_words: int, table: Sequence[tuple[Any, float
 
 
 # ---------------------------------------------------------------------------------------------
-# Documents for in-context learning (mixed into gpt2-course's training only)
+# Documents for in-context learning (mixed into the training of gpt2-course's template recipe,
+# zoo.TEMPLATES, only)
 # ---------------------------------------------------------------------------------------------
 # These generators never touch the random stream of :func:`generate_corpus`: the corpus BERT
 # trains on stays byte-identical, and :func:`generate_incontext` draws from its own seeds.
@@ -565,7 +566,8 @@ _INCONTEXT = [(_rule_document, 0.6), (_repeat_document, 0.25), (_market_sentence
 
 def generate_incontext(n_words: int, seed: int = 0) -> list[str]:
     """Documents that are predictable only from their own context, about ``n_words`` words,
-    deterministic by ``seed`` (``gpt2-course`` trains on them mixed with :func:`generate_corpus`):
+    deterministic by ``seed`` (``zoo.TEMPLATES``, ``gpt2-course``'s template recipe, trains on them
+    mixed with :func:`generate_corpus`):
 
     * **rule documents**: pairs of one rule of :data:`RULES` (a country and its capital, a number
       and the next ...) in a format made up for the document from :data:`TRAIN_FORMAT_TOKENS`,

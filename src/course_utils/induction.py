@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 def token_pool(tok: PreTrainedTokenizerBase) -> list[int]:
     """Ids of ordinary words and symbols that are one GPT-2 token each (with a leading space):
-    the words of the generated corpus, so both ``gpt2-course`` and GPT-2 know them well."""
+    the words of the generated corpus, so both the template recipe of ``gpt2-course``
+    (``zoo.TEMPLATES``) and GPT-2 know them well."""
     words = sorted({w.strip() for w in _data.FORMAT_TOKENS} | set(_data._RANDOM_TOKENS)
                    | set(_data.MARKET_ITEMS))
     ids = [tok(" " + w, add_special_tokens=False)["input_ids"] for w in words]

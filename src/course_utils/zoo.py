@@ -4,9 +4,12 @@ Offline there are no pretrained GPT-2 or BERT weights, so the course trains two 
 that have genuinely learned something:
 
 * ``"gpt2-course"``: a :class:`transformers.GPT2LMHeadModel` with the real GPT-2 tokenizer
-  (all 50,257 ids are the real ones), trained on the course's *generated* corpus
-  (:mod:`course_utils.data`: facts with known answers and in-context documents, the controlled
-  tasks of Chapters 3 and 4);
+  (all 50,257 ids are the real ones), trained on real public-domain prose (the books and
+  addresses of ``bert-course`` below, split by document alike; issue 30, in the spirit of
+  nanoGPT's Shakespeare model), the next-token loss with the softmax over all 50,257 ids. Its
+  template recipe (:data:`TEMPLATES`: the course's *generated* corpus of :mod:`course_utils.data`,
+  facts with known answers plus in-context documents) remains for the benchmarks that need those
+  controlled tasks: ``zoo.spec("gpt2-course", **zoo.TEMPLATES)``;
 * ``"bert-course"``: a :class:`transformers.BertForMaskedLM` with the real bert-base-uncased
   WordPiece vocabulary (30,522 ids), trained on real public-domain prose
   (:func:`course_utils.corpus.load_books`: 17 Project Gutenberg books and 233 State of the Union
@@ -20,12 +23,13 @@ by a hash of the training config and of the code that trains it, and reused afte
 damaged cache is detected (checksums) and rebuilt with a message. :func:`card` returns the
 model's card: parameters, tokens seen, wall time, device, losses, baselines and loss curve.
 
-Why ``gpt2-course`` is fast on a CPU: its generated corpus uses about a thousand distinct token
-ids, so training computes the output softmax over those rows only (a shortcut of the generated
-corpus: the model trained is one whose vocabulary is just those rows, then written into the full
-50,257-row matrix: the same weights, bit for bit, without the full matrix's gradient and AdamW
-update at every step). The ids the corpus never uses are made harmless by one hidden channel
-that ``ln_f`` pins to 1, so that embedding column acts as a per-token output bias of -30.
+Why the template recipe is fast on a CPU: its generated corpus uses about a thousand distinct
+token ids, so training computes the output softmax over those rows only (a shortcut of the
+generated corpus, not used on prose: the model trained is one whose vocabulary is just those
+rows, then written into the full 50,257-row matrix: the same weights, bit for bit, without the
+full matrix's gradient and AdamW update at every step). The ids the corpus never uses are made
+harmless by one hidden channel that ``ln_f`` pins to 1, so that embedding column acts as a
+per-token output bias of -30.
 
 ``bert-course`` is trained by Chapter 5's loop, :func:`course_utils.mlm.train_mlm` (the chapter's
 cells hold the same code, and a test checks that they agree), with BERT's own masking and the
@@ -33,7 +37,7 @@ softmax over all 30,522 ids, scored during training on Chapter 5's fixed validat
 keeps that curve and the probes on held-out test texts (top-1 and top-5 against the unigram
 baseline). (Until issue 30 it learned the generated corpus's facts with entity masking keyed to
 the generator's labels; ``_bert_blocks`` and the spec's ``entity_mask_prob`` remain only because
-``gpt2-course``'s cache key hashes their source.)
+the template recipe's cache key hashes their source.)
 """
 from __future__ import annotations
 
@@ -95,16 +99,38 @@ class ZooSpec:
     incontext_fraction: float = 0.0
     eval_every: int = 250
     seed: int = 0
+    #: GPT-2 only: the training text. "prose": the books and addresses of
+    #: :func:`course_utils.corpus.load_books` (split by document, as for ``bert-course``), the
+    #: softmax over all 50,257 ids; "templates": the course's generated corpus
+    #: (:func:`course_utils.data.generate_corpus`, facts with known answers) plus
+    #: ``incontext_fraction`` of in-context documents, trained with the compact softmax over the
+    #: ids it uses (:class:`_CompactGPT2`). BERT always trains on ``load_books``.
+    corpus: str = "prose"
 
+
+#: ``gpt2-course``'s recipe until issue 30 (the template corpus, for the controlled tasks of the
+#: in-context benchmarks): ``zoo.spec("gpt2-course", **zoo.TEMPLATES)``. In-context learning
+#: (issue #20): half the corpus again in documents predictable only from their own context
+#: (data.generate_incontext), and 900 steps instead of 600 so the facts are learnt as well as on
+#: the corpus alone. Measured when the recipe was chosen (issue #20, 1 thread; that script is
+#: gone, benchmarks/induction_experiments.py records later runs of the recipe): 0.17 with no
+#: example and 0.88 with four in held-out formats, held-out facts 0.90 (0.91 on the corpus alone
+#: at 600 steps); at 0.75 the facts reached only 0.84.
+TEMPLATES: dict[str, Any] = {"corpus": "templates", "n_embd": 128, "n_inner": 512, "steps": 900,
+                             "incontext_fraction": 0.5, "batch_size": 32, "warmup": 100,
+                             "eval_every": 250}
 
 ZOO: dict[str, ZooSpec] = {
-    # In-context learning (issue #20): half the corpus again in documents predictable only from
-    # their own context (data.generate_incontext), and 900 steps instead of 600 so the facts are
-    # learnt as well as on the corpus alone. Measured when the recipe was chosen (issue #20, 1 thread;
-    # that script is gone, benchmarks/induction_experiments.py records later runs of the recipe):
-    # 0.17 with no example and 0.88 with four in held-out formats, held-out facts 0.90 (0.91 on the
-    # corpus alone at 600 steps); at 0.75 the facts reached only 0.84.
-    "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2", steps=900, incontext_fraction=0.5),
+    # Real prose (issue 30, in the spirit of nanoGPT's Shakespeare model): the books and addresses
+    # of bert-course, split by document alike, packed 64-token blocks, next-token loss over all
+    # 50,257 ids. On one CPU thread the 50,257-row output layer is most of a step (about 90 % of
+    # its operations at width 128), so the budget (at most ten minutes, as the template model's)
+    # buys few tokens, and a narrower model sees more of them: width 64 (4 layers), batch 16,
+    # lr 3e-3 with a short warm-up and cosine decay. Calibration (issue 30, 1 thread, 120 steps
+    # each, under load): validation loss 6.84 at width 64 and batch 16 against 7.03 at width 128
+    # and batch 8 in about the same time (7.07 at lr 1e-2); unigram 6.93.
+    "gpt2-course": ZooSpec(arch="gpt2", tokenizer="gpt2", corpus="prose", n_embd=64, n_inner=256,
+                           batch_size=16, steps=360, lr=3e-3, warmup=30, eval_every=100),
     # Chapter 5's loop on real prose (corpus.load_books): the seed's model size (2 layers, width 128),
     # packed 128-token blocks, BERT's 15 % masking, loss at masked positions over all 30,522 ids,
     # lr 2e-3 with warm-up and cosine decay, batch 32 (the calibration of issue 30).
@@ -114,7 +140,10 @@ ZOO: dict[str, ZooSpec] = {
 
 _SOURCE = {
     "gpt2": "the course's own small GPT-2 (GPT2LMHeadModel, {n} parameters) trained by course_utils.zoo "
-            "on the course's generated corpus - not OpenAI's pretrained 'gpt2'",
+            "on public-domain books and addresses - not OpenAI's pretrained 'gpt2'",
+    "gpt2-templates": "the course's own small GPT-2 (GPT2LMHeadModel, {n} parameters) trained by "
+                      "course_utils.zoo on the course's generated template corpus - not OpenAI's "
+                      "pretrained 'gpt2'",
     "bert": "the course's own small BERT (BertForMaskedLM, {n} parameters) trained by course_utils.zoo "
             "on public-domain books and addresses - not Google's pretrained 'bert-base-uncased'",
 }
@@ -151,11 +180,11 @@ def training_code(name: str, **overrides: Any) -> dict[str, str]:
     batching helper the training does not call or a corpus generator it does not use does not
     retrain the models."""
     s = spec(name, **overrides)
-    roots: list[Any] = [_fit_bert] if s.arch == "bert" else [_fit]
-    skip: tuple[Any, ...] = () if s.arch == "bert" else (_fit_bert,)
+    roots: list[Any] = [_fit_bert if s.arch == "bert" else _fit_templates if s.corpus == "templates"
+                        else _fit_prose]
     # Not the weights: the probes (measured during training, with no effect on it) and, where
     # the spec mixes in no in-context documents, their generator.
-    skip += (causal_probe_correct,)
+    skip: tuple[Any, ...] = (causal_probe_correct,)
     if s.incontext_fraction <= 0:
         skip += (_data.generate_incontext, _data.mix)
     return code_that_trains(roots, skip=skip)
@@ -263,7 +292,7 @@ def load(name: str, *, device: str | torch.device | None = None, progress: bool 
     model = cls.from_pretrained(str(folder)).eval()
     if device is not None:
         model.to(device)
-    model.course_asset = Asset(name, "model", _SOURCE[spec(name, **overrides).arch].format(
+    model.course_asset = Asset(name, "model", _source(spec(name, **overrides)).format(
         n=f"{count_parameters(model):,}"), pretrained=False)
     return model
 
@@ -276,6 +305,11 @@ def load_tokenizer_for(name: str, **overrides: Any) -> PreTrainedTokenizerBase:
     tok.course_asset = Asset(spec(name, **overrides).tokenizer, "tokenizer",
                              f"real {spec(name, **overrides).tokenizer} tokenizer (saved with {name})", True)
     return tok
+
+
+def _source(s: ZooSpec) -> str:
+    """The model card's source line (``{n}``: the parameter count) for spec ``s``."""
+    return _SOURCE["gpt2-templates" if s.arch == "gpt2" and s.corpus == "templates" else s.arch]
 
 
 def card(name: str, **overrides: Any) -> dict[str, Any]:
@@ -506,11 +540,17 @@ def causal_probe_accuracy(model: PreTrainedModel, tok: PreTrainedTokenizerBase, 
     return sum(ok) / len(ok)
 
 
-def probe_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase, arch: str) -> dict[str, float]:
-    """GPT-2: held-out fact prompts completed greedily, overall and per relation, and (for
-    comparison) on a quarter of the phrasings seen in training. BERT: top-1 and top-5 accuracy at
-    the masked positions of the held-out test texts (:func:`course_utils.mlm.probe_set`), and the
-    unigram baseline's top-1 on the same positions."""
+def probe_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase, arch: str, *,
+                 s: ZooSpec | None = None) -> dict[str, float]:
+    """GPT-2 on prose: next-token top-1 accuracy on the validation blocks, the unigram
+    baseline's (always the training text's most frequent token) and the mean probability the
+    model puts on ids the training text never uses. GPT-2 on templates: held-out fact prompts
+    completed greedily, overall and per relation, and (for comparison) on a quarter of the
+    phrasings seen in training. BERT: top-1 and top-5 accuracy at the masked positions of the
+    held-out test texts (:func:`course_utils.mlm.probe_set`), and the unigram baseline's top-1 on
+    the same positions."""
+    if arch == "gpt2" and (s is None or s.corpus == "prose"):
+        return prose_report(model, tok, s)
     if arch == "bert":
         books = _corpus.load_books()
         probes = _mlm.probe_set(tok, books, max_length=min(_mlm.VAL_MAX_LENGTH, model.config.max_position_embeddings))
@@ -531,6 +571,32 @@ def probe_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase, arch: str
     return out
 
 
+@torch.no_grad()
+def prose_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase,
+                 s: ZooSpec | None = None) -> dict[str, float]:
+    """``gpt2-course``'s numbers on its validation blocks (:func:`prose_blocks`; ``s``: its spec,
+    the zoo's by default): top-1 accuracy of the next token, the unigram baseline's top-1 (always
+    the training text's most frequent token), the mean probability on ids the training text
+    never uses, how many such ids there are and how often they occur in the validation text."""
+    books = _corpus.load_books()
+    s = s if s is not None else spec("gpt2-course")
+    train_ids = prose_blocks(tok, s, "train", books)
+    val = prose_blocks(tok, s, "validation", books)                       # (N, T+1)
+    counts = torch.bincount(train_ids.flatten(), minlength=len(tok))
+    never = counts == 0                                                   # (V,)
+    hits, mass = 0, 0.0
+    with _training.evaluation_mode(model):
+        for i in range(0, len(val), 16):
+            b = val[i:i + 16]
+            p = model(b[:, :-1]).logits.softmax(-1)                         # (B, T, V)
+            hits += int((p.argmax(-1) == b[:, 1:]).sum())
+            mass += float(p[..., never].sum(-1).sum())
+    n = val[:, 1:].numel()
+    return {"val_top1": hits / n, "unigram_top1": float((val[:, 1:] == counts.argmax()).float().mean()),
+            "never_seen_mass": mass / n, "val_never_seen_tokens": float(never[val[:, 1:]].float().mean()),
+            "never_seen_ids": int(never.sum())}
+
+
 class _FitRequired(TypedDict):
     model: PreTrainedModel          #: on the CPU, unused ids made harmless
     hist: _training.TrainHistory
@@ -549,9 +615,63 @@ class _Fit(_FitRequired, total=False):
 
 
 def _fit(name: str, s: ZooSpec, tok: PreTrainedTokenizerBase, device: torch.device, progress: bool) -> _Fit:
-    """Train a model of spec ``s``; return it (on the CPU, unused ids made harmless) with its numbers."""
+    """Train a model of spec ``s``; return it (on the CPU) with its numbers."""
     if s.arch == "bert":
         return _fit_bert(name, s, tok, device, progress)
+    if s.corpus == "templates":
+        return _fit_templates(name, s, tok, device, progress)
+    if s.corpus == "prose":
+        return _fit_prose(name, s, tok, device, progress)
+    raise ValueError(f"Unknown corpus {s.corpus!r} for a GPT-2; use 'prose' or 'templates'")
+
+
+def prose_blocks(tok: PreTrainedTokenizerBase, s: ZooSpec, split: str,
+                 books: _data.Corpus | None = None) -> torch.Tensor:
+    """``gpt2-course``'s packed blocks (N, T+1) of a split of :func:`course_utils.corpus.load_books`
+    (``"validation"``: :data:`PROSE_VAL_BLOCKS` of them, evenly spaced through the split)."""
+    books = books if books is not None else _corpus.load_books()
+    blocks = _blocks(books[split], tok, s)
+    if split == "validation":
+        blocks = blocks[torch.linspace(0, len(blocks) - 1, PROSE_VAL_BLOCKS).long()]
+    return blocks
+
+
+#: How many validation blocks score ``gpt2-course`` (evenly spaced through the held-out documents).
+PROSE_VAL_BLOCKS = 128
+
+
+def _fit_prose(name: str, s: ZooSpec, tok: PreTrainedTokenizerBase, device: torch.device,
+               progress: bool) -> _Fit:
+    """``gpt2-course`` on real prose: packed blocks of :func:`course_utils.corpus.load_books`'s
+    training documents, the next-token loss with the softmax over all 50,257 ids (no shortcut:
+    the ids the books never use are pushed down by the softmax like any other)."""
+    books = _corpus.load_books()
+    train_blocks = prose_blocks(tok, s, "train", books)                 # (N, T+1)
+    val_blocks = prose_blocks(tok, s, "validation", books)              # (PROSE_VAL_BLOCKS, T+1)
+    model = _on_device(cast("GPT2LMHeadModel", _build(s, tok)), device)
+    gen = torch.Generator().manual_seed(s.seed)
+
+    def loss_fn(step: int) -> torch.Tensor:
+        b = train_blocks[torch.randint(len(train_blocks), (s.batch_size,), generator=gen)].to(device)
+        logits = model(input_ids=b[:, :-1]).logits                      # (B, T, V)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten())
+
+    def val_fn() -> float:  # a quarter of the validation blocks, during training
+        return eval_loss(model, val_blocks[::4], s, tok)
+
+    hist = _training.train(model, loss_fn, steps=s.steps, lr=s.lr, warmup=s.warmup,
+                           weight_decay=s.weight_decay, eval_fn=val_fn, eval_every=s.eval_every,
+                           desc=f"training {name}", progress=progress)
+    model.eval()
+    return {"model": model.cpu(), "hist": hist, "val_loss": eval_loss(model, val_blocks, s, tok),
+            "unigram": unigram_loss(train_blocks, val_blocks[:, 1:], len(tok)),
+            "used": int(len(torch.unique(train_blocks))), "corpus": books.source}
+
+
+def _fit_templates(name: str, s: ZooSpec, tok: PreTrainedTokenizerBase, device: torch.device,
+                   progress: bool) -> _Fit:
+    """The template recipe (:data:`TEMPLATES`): the generated corpus (plus in-context documents),
+    the compact softmax; the model returned on the CPU, unused ids made harmless."""
     corpus = _data.generate_corpus(s.corpus_words, s.seed)
     texts = corpus["train"]
     if s.incontext_fraction > 0:  # documents predictable only from their own context (data.generate_incontext)
@@ -631,12 +751,13 @@ def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool 
     t_start, cpu_start = time.perf_counter(), time.process_time()
     tok = load_tokenizer(s.tokenizer)
     device = get_device()
-    text = "real public-domain prose" if s.arch == "bert" else "the generated corpus"
+    text = "the generated template corpus" if s.arch == "gpt2" and s.corpus == "templates" \
+        else "real public-domain prose"
     print(f"Training the course's {name} ({s.arch}, {s.n_layer} layers, d={s.n_embd}) on {text} "
           f"on {device}; it is cached afterwards (key {k}).", flush=True)
     fit = _fit(name, s, tok, device, progress)
     model, hist = fit["model"], fit["hist"]
-    probes = probe_report(model, tok, s.arch)
+    probes = probe_report(model, tok, s.arch, s=s)
 
     out.mkdir(parents=True)
     model.save_pretrained(str(out))
@@ -645,7 +766,7 @@ def _train_and_save(name: str, s: ZooSpec, k: str, out: Path, *, progress: bool 
     tokens_per_step = s.batch_size * s.block_size
     info = {
         "name": name,
-        "source": _SOURCE[s.arch].format(n=f"{n_params:,}"),
+        "source": _source(s).format(n=f"{n_params:,}"),
         "architecture": type(model).__name__,
         "tokenizer": f"real {s.tokenizer} tokenizer ({len(tok):,} ids)",
         "key": k,
