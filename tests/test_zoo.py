@@ -511,3 +511,11 @@ def test_train_loop_learns_and_rejects_nan():
     with pytest.raises(FloatingPointError, match="learning rate"):
         training.train(model, lambda step: torch.tensor(float("nan"), requires_grad=True), steps=2, lr=0.1,
                        progress=False)
+
+
+def test_key_is_the_same_after_training_in_this_process(tmp_cache):
+    """What the training leaves behind in the process (e.g. batching.token_ids's memo of the
+    corpus's ids) is no part of the key: a second call finds the model it just trained."""
+    before = zoo.key("bert-course", **TINY)
+    zoo.path("bert-course", progress=False, **TINY)
+    assert zoo.key("bert-course", **TINY) == before

@@ -17,8 +17,17 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-#: Token ids already computed in this process (see :func:`token_ids`); a few corpora at most.
-_TOKENIZED: dict[tuple[Any, ...], list[list[int]]] = {}
+
+class _Memo:
+    """Token ids already computed in this process (see :func:`token_ids`), a few corpora at most.
+    An object, not a module-level dict: the zoo's cache key hashes the tables its training code
+    reads (``zoo.code_that_trains``), and this one's contents change as the process runs."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[Any, ...], list[list[int]]] = {}
+
+
+_TOKENIZED = _Memo()
 
 
 def token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
@@ -32,11 +41,11 @@ def token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     texts = [t for t in texts if t.strip()]
     key = (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
            len(texts), hash(tuple(texts)))
-    ids = _TOKENIZED.get(key)
+    ids = _TOKENIZED.ids.get(key)
     if ids is None:
-        if len(_TOKENIZED) >= 4:   # bounded: a corpus's ids are ~100 MB of Python lists
-            _TOKENIZED.clear()
-        ids = _TOKENIZED[key] = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(_TOKENIZED.ids) >= 4:   # bounded: a corpus's ids are ~100 MB of Python lists
+            _TOKENIZED.ids.clear()
+        ids = _TOKENIZED.ids[key] = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     return ids
 
 

@@ -52,7 +52,7 @@ SEED_CONFIG: dict[str, int] = dict(vocab_size=30522, hidden_size=128, num_hidden
                                    max_position_embeddings=128)
 MAX_LENGTH = 128
 IGNORE = -100            #: label of positions that are not predicted (PyTorch's cross-entropy default)
-UNUSED_LOGIT = -30.0     #: output bias of ids a restricted-vocabulary run never predicts
+UNUSED_LOGIT = -30.0     #: output bias (or logit) of ids a restricted-vocabulary run never predicts; the zoo's too
 VAL_MAX_LENGTH = 64      #: validation passages are cut to 64 tokens: every model here knows those positions
 
 
@@ -405,14 +405,21 @@ def token_counts(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     return counts
 
 
+def unigram_nll(counts: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean cross-entropy (nats) of ``targets`` under the unigram model of ``counts`` ``(V,)``,
+    add-one smoothed over the vocabulary: the course's one unigram baseline (Chapter 5's masked
+    tokens here, the zoo's next tokens in :mod:`course_utils.zoo`)."""
+    smoothed = counts.double() + 1
+    logp = (smoothed / smoothed.sum()).log()
+    return float(-logp[targets.flatten()].mean())
+
+
 def unigram_loss(tokenizer: Any, train_texts: Sequence[str], val: ValidationSet) -> float:
     """The loss on ``val``'s masked tokens of a model that ignores the context and predicts the
-    training text's token frequencies (add-one smoothed over the vocabulary): the line a model
-    must go below to show that it uses context."""
-    counts = token_counts(tokenizer, train_texts) + 1
-    logp = (counts / counts.sum()).log()
+    training text's token frequencies (:func:`unigram_nll`): the line a model must go below to
+    show that it uses context."""
     labels = torch.cat([lab[lab != IGNORE] for _, _, lab in val.batches])
-    return float(-logp[labels].mean())
+    return unigram_nll(token_counts(tokenizer, train_texts), labels)
 
 
 def unigram_accuracy(counts: torch.Tensor, val: ValidationSet) -> float:

@@ -65,8 +65,9 @@ if TYPE_CHECKING:
 
 _M = TypeVar("_M", bound=torch.nn.Module)
 
-#: Logit given to token ids the training corpus never uses (relative to ~0..20 for used ones).
-UNUSED_LOGIT = -30.0
+#: Logit given to token ids the training corpus never uses (relative to ~0..20 for used ones):
+#: Chapter 5's, one definition (:data:`course_utils.mlm.UNUSED_LOGIT`).
+UNUSED_LOGIT = _mlm.UNUSED_LOGIT
 _CARD, _MANIFEST = "card.json", "manifest.json"
 
 
@@ -478,10 +479,9 @@ class _CompactGPT2:
 
 
 def unigram_loss(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
-    """Cross-entropy (nats/token) of ``eval_ids`` under the add-one unigram model of ``train_ids``."""
-    counts = torch.bincount(train_ids.flatten(), minlength=vocab_size).double() + 1.0
-    logp = torch.log(counts / counts.sum())
-    return float(-logp[eval_ids.flatten()].mean())
+    """Cross-entropy (nats/token) of ``eval_ids`` under the add-one unigram model of ``train_ids``
+    (:func:`course_utils.mlm.unigram_nll` on their counts)."""
+    return _mlm.unigram_nll(torch.bincount(train_ids.flatten(), minlength=vocab_size), eval_ids)
 
 
 def eval_loss(model: PreTrainedModel, blocks: torch.Tensor, s: ZooSpec, tok: PreTrainedTokenizerBase, *,
