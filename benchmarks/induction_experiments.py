@@ -31,6 +31,8 @@ try:
 except ImportError:  # run from a checkout where the package is not installed: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _records import append_record  # benchmarks/: this script's own folder
+
 from course_utils import data, induction, zoo
 from course_utils.assets import load_tokenizer
 
@@ -106,10 +108,7 @@ def main(argv: list[str]) -> dict:
            "fewshot_4": round(fewshot(4), 3),
            "facts": round(zoo.causal_probe_accuracy(model, tok, data.heldout_probes()), 3), "during": log}
     print(json.dumps(res), flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(res) + "\n")
-    return res
+    return append_record(RESULTS, res)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ fit side by side on two cores.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -37,6 +36,8 @@ try:
     import course_utils  # noqa: F401
 except ImportError:  # run from a checkout where the package is not installed: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from _records import append_record  # benchmarks/: this script's own folder
 
 from course_utils import induction
 from course_utils.assets import load_tokenizer
@@ -120,10 +121,7 @@ def main(argv: list[str]) -> dict:
     res = {"name": name, "settings": kv, "uniform": round(math.log(n_pool), 2), "first_step_prefix_over_0.5": formed,
            "log_step_seconds_first_second_prefix": log, "torch_threads": 1,
            "measured": time.strftime("%Y-%m-%d")}
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(res) + "\n")
-    return res
+    return append_record(RESULTS, res)
 
 
 if __name__ == "__main__":
