@@ -67,9 +67,27 @@ def unexecuted_cells(nb: nbformat.NotebookNode) -> list[str]:
             and "skip-execution" not in cell.get("metadata", {}).get("tags", [])]
 
 
+#: A glued NumPy scalar: myst-nb formats ``{glue:text}`name:.2f``` from the text/plain repr, and
+#: NumPy 2 writes ``np.float64(0.5)``, which it cannot read (a build warning, an error under -W).
+NUMPY_REPR = re.compile(r"^np\.[a-z]+[0-9]*\(")
+
+
+def numpy_glues(nb: nbformat.NotebookNode) -> list[str]:
+    """The glued names whose committed value is a NumPy scalar's repr (glue ``float(x)`` instead)."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = "".join(v for k, v in o.get("data", {}).items() if k.endswith("text/plain"))
+            if name and NUMPY_REPR.match(text):
+                out.append(name)
+    return out
+
+
 def problems(path: str) -> list[str]:
     nb = nbformat.read(ROOT / path, as_version=4)
     found = [f"unexecuted code {c}" for c in unexecuted_cells(nb)]
+    found += [f"the glued value {n!r} is a NumPy scalar (glue float(...) or int(...))" for n in numpy_glues(nb)]
     own = glued_names(nb)
     for page, name in glue_references(nb):
         if page is None:
@@ -114,3 +132,8 @@ def test_the_check_finds_what_it_should(tmp_path: Path):
     assert [name for _, name in glue_references(nb)] == ["loss", "acc", "who", "fig"]
     assert glued_names(nb) == {"loss"}
     assert [u.split(" (")[0] for u in unexecuted_cells(nb)] == ["cell 2"]
+    numpy_value = nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain":
+                                                               "np.float64(0.5)"},
+                                         metadata={"scrapbook": {"name": "acc", "mime_prefix": ""}})
+    nb.cells[1].outputs.append(numpy_value)
+    assert numpy_glues(nb) == ["acc"]

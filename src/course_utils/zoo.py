@@ -243,9 +243,10 @@ def code_that_trains(roots: list[Any], *, skip: tuple[Any, ...] = ()) -> dict[st
                 tree = None
             # lambdas share one name: each under its own text
             found[f"{qualname}:{source.strip()}" if "<lambda>" in qualname else qualname] = source
+            # module dunders (__file__: where this checkout is) are no part of the training
             namespace = sys.modules[obj.__module__].__dict__
             for node in ast.walk(tree) if tree is not None else ():
-                if isinstance(node, ast.Name) and node.id in namespace:
+                if isinstance(node, ast.Name) and node.id in namespace and not node.id.startswith("__"):
                     todo.append((f"{obj.__module__}.{node.id}", namespace[node.id]))
                 elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                       and isinstance(namespace.get(node.value.id), types.ModuleType)):
