@@ -71,6 +71,7 @@ def test_token_ids_are_the_tokenizers_and_computed_once():
     tok = load_tokenizer("bert-base-uncased")
     texts = ["Call me Ishmael.", "  ", "It was the best of times."]
     ids = batching.token_ids(tok, texts)
-    assert ids == tok(["Call me Ishmael.", "It was the best of times."], add_special_tokens=False)["input_ids"]
+    assert ids == tok(texts, add_special_tokens=False)["input_ids"] and ids[1] == []
     assert batching.token_ids(tok, list(texts)) is ids               # the same corpus: not again
     assert batching.token_ids(tok, texts[:1]) == ids[:1]             # another corpus: its own
+    assert batching.pack(texts, tok, 4).tolist() == batching.pack_ids(ids, 4, tok.sep_token_id).tolist()

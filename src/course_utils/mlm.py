@@ -280,7 +280,7 @@ def padded_lines(tokenizer: Any, texts: Sequence[str], max_length: int = MAX_LEN
 
 def packed_blocks(tokenizer: Any, texts: Sequence[str], block_size: int = MAX_LENGTH) -> Blocks:
     """:func:`pack_blocks` of the non-empty ``texts`` (tokenised without special tokens)."""
-    ids = token_ids(tokenizer, texts)                     # the non-empty texts, computed once
+    ids = token_ids(tokenizer, [t for t in texts if t.strip()])    # computed once a process
     blocks = pack_blocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)   # (N, T)
     return Blocks(blocks, torch.ones_like(blocks))
 
@@ -400,7 +400,8 @@ def evaluate(model: BertForMaskedLM, val: ValidationSet) -> float:
 def token_counts(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     """How often each of the tokenizer's ids occurs in ``texts`` (no special tokens): ``(V,)``."""
     counts = torch.zeros(len(tokenizer), dtype=torch.float64)
-    for ids in token_ids(tokenizer, texts):               # empty texts count nothing
+    # empty texts count nothing; left out, the list is packed_blocks's (the same ids, once)
+    for ids in token_ids(tokenizer, [t for t in texts if t.strip()]):
         counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=len(tokenizer)).double()
     return counts
 
