@@ -34,6 +34,7 @@ except ImportError:  # run from a checkout where the package is not installed: u
 from _records import append_record  # benchmarks/: this script's own folder
 
 from course_utils import data, induction, zoo
+from course_utils import training as course_training
 from course_utils.assets import load_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "induction_experiments.jsonl"
@@ -80,9 +81,9 @@ def main(argv: list[str]) -> dict:
         model.train(was)
         return float(losses[:, 1:R].mean()), float(losses[:, R + 1:].mean()), prefix
 
-    log, every, train = [], arg("eval", 150), zoo._training.train
+    log, every, train = [], arg("eval", 150), course_training.train
 
-    def train_with_scores(model, loss_fn, **kw):  # zoo._fit's loop, scored every `every` steps
+    def train_with_scores(model, loss_fn, **kw):  # the recipe's loop, scored every `every` steps
         def scored(step):
             if step and step % every == 0:
                 first, second, prefix = scores(model)  # unused ids not yet pinned: losses over all 50,257
@@ -91,18 +92,18 @@ def main(argv: list[str]) -> dict:
             return loss_fn(step)
         return train(model, scored, **kw)
 
-    zoo._training.train = train_with_scores
+    course_training.train = train_with_scores
     t0 = time.time()
-    out = zoo._fit("gpt2-course", s, tok, torch.device("cpu"), progress=False)
+    out = zoo.recipe_for(s).fit("gpt2-course", s, tok, torch.device("cpu"), progress=False)
     wall = time.time() - t0
-    model = out["model"].eval()
+    model = out.model.eval()
     first, second, prefix = scores(model)
 
     def fewshot(k: int, n: int = 240) -> float:
         prompts = data.fewshot_prompts(n, k, prefix=tok.bos_token)
         return sum(zoo.causal_probe_correct(model, tok, prompts)) / n
 
-    res = {"name": name, "settings": kv, "train_seconds_1_thread": round(wall), "val_loss": round(out["val_loss"], 3),
+    res = {"name": name, "settings": kv, "train_seconds_1_thread": round(wall), "val_loss": round(out.val_loss, 3),
            "first_copy": round(first, 2), "second_copy": round(second, 2), "best_prefix": round(float(prefix.max()), 3),
            "best_head": list(divmod(int(prefix.argmax()), prefix.size(1))), "fewshot_0": round(fewshot(0), 3),
            "fewshot_4": round(fewshot(4), 3),

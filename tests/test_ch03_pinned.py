@@ -70,7 +70,7 @@ def test_never_seen_ids_get_little_probability_on_held_out_prose(lm, tok, never)
     trained = _mass_on(lm, tok, never)
     assert trained < share / 10
     # learnt in training: the same config with random weights spreads about evenly
-    random = zoo._build(zoo.spec("gpt2-course"), tok).eval()
+    random = zoo.recipe_for(zoo.spec("gpt2-course")).build(zoo.spec("gpt2-course"), tok).eval()
     assert _mass_on(random, tok, never) > share / 2 > 5 * trained
 
 

@@ -18,6 +18,8 @@ import torch
 
 from course_utils import corpus, data, zoo
 from course_utils.assets import load_tokenizer
+from course_utils.zoo import train as zoo_train
+from course_utils.zoo.compact import CompactGPT2
 
 # Thresholds a genuinely trained model passes and a random or undertrained one fails
 # (measured values are in each model's card; see the test ids below for both sides).
@@ -64,7 +66,7 @@ def bert_tok():
 
 def _random_like(name: str):
     s = zoo.spec(name)
-    return zoo._build(s, load_tokenizer(s.tokenizer)).eval()
+    return zoo.recipe_for(s).build(s, load_tokenizer(s.tokenizer)).eval()
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_gpt2_course_beats_the_baselines_on_held_out_prose(gpt2, gpt2_tok):
     books = corpus.load_books()
     train = zoo.prose_blocks(gpt2_tok, s, "train", books)
     # the test books and addresses: never trained on, not the validation text of the card
-    blocks = zoo._blocks(corpus.spread(books["test"], 200), gpt2_tok, s)[:64]
+    blocks = zoo.gpt2_blocks(corpus.spread(books["test"], 200), gpt2_tok, s)[:64]
     loss = zoo.eval_loss(gpt2, blocks, s, gpt2_tok)
     unigram = zoo.unigram_loss(train, blocks[:, 1:], len(gpt2_tok))
     assert loss <= unigram - GPT2_MIN_NATS_BELOW_UNIGRAM, (loss, unigram)
@@ -248,22 +250,6 @@ def test_bert_course_fill_mask_pipeline(bert):
 
 # --- the generated corpus's BERT blocks (kept for gpt2-course's cache key; fast) ------------------
 
-def test_bert_blocks_mark_words_fact_slots_and_sentences(bert_tok):
-    s = zoo.spec("bert-course", block_size=24)
-    text = "The capital of Nigeria is Abuja. The capital city of Mexico is Mexico City."
-    ids, words, entity, sents = zoo._bert_blocks([text] * 3, bert_tok, s)
-    assert ids.shape == words.shape == entity.shape == sents.shape and ids.shape[1] == 24
-    assert torch.equal(ids, zoo._blocks([text] * 3, bert_tok, s))  # the same blocks as before
-    toks = bert_tok.convert_ids_to_tokens(ids[0])
-    assert toks[:9] == ["[CLS]", "the", "capital", "of", "nigeria", "is", "abu", "##ja", "."]
-    marked = [t for t, e in zip(toks[:20], entity[0, :20].tolist()) if e]
-    # Slot words, with all their pieces; not "capital", nor "city" (also a template word).
-    assert marked == ["nigeria", "abu", "##ja", "mexico", "mexico"]
-    assert words[0, 6] == words[0, 7] != words[0, 5]  # one word, two pieces
-    dot = toks.index(".")
-    assert len(set(sents[0, 1:dot + 1].tolist())) == 1 and sents[0, dot + 1] != sents[0, dot]
-
-
 # --- the cache: keys, reuse, atomic writes, damage, concurrency (tiny config, temp cache) --------
 
 @pytest.fixture
@@ -282,13 +268,14 @@ def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
     templates = _trained_by("gpt2", **zoo.TEMPLATES)
     # the corpus, its tables, the loop, the schedule, the packing: in
     for needed in ["corpus.load_books", "corpus.VALIDATION_BOOKS", "training.train", "training.lr_at",
-                   "training.param_groups", "batching.pack", "batching.pack_ids", "zoo._fit_prose", "zoo._build"]:
+                   "training.param_groups", "batching.pack", "batching.pack_ids", "zoo.recipes.GPT2Prose.fit",
+                   "zoo.recipes.GPT2Recipe.build"]:
         assert cu + needed in gpt2, needed
     for needed in ["data.generate_corpus", "data._story", "data.COUNTRIES", "training.train", "batching.pack",
-                   "zoo._CompactGPT2", "zoo._fit_templates"]:
+                   "zoo.compact.CompactGPT2", "zoo.recipes.GPT2Templates.fit"]:
         assert cu + needed in templates, needed
     # real prose: no template corpus, no compact softmax
-    for unused in ["data.generate_corpus", "zoo._CompactGPT2", "zoo._fit_templates"]:
+    for unused in ["data.generate_corpus", "zoo.compact.CompactGPT2", "zoo.recipes.GPT2Templates.fit"]:
         assert cu + unused not in gpt2, unused
     for needed in ["corpus.load_books", "corpus.VALIDATION_BOOKS", "corpus.PACKAGES", "mlm.train_mlm",
                    "mlm.mask_tokens", "mlm.replace_selected", "mlm.mlm_loss", "mlm.packed_blocks",
@@ -296,9 +283,11 @@ def test_key_covers_the_code_that_makes_the_weights_and_nothing_else():
         assert cu + needed in bert, needed
     # batching helpers the training does not call, the other architecture, probes, prompts: out
     for unused in ["batching.padding_waste", "batching.PaddingReport", "data.fewshot_prompts",
-                   "zoo.causal_probe_correct", "zoo.probe_report", "mlm.probe_set", "zoo._train_and_save"]:
+                   "zoo.probes.causal_probe_correct", "zoo.probes.prose_report", "zoo.probes.bert_report",
+                   "mlm.probe_set", "zoo.train.train_and_save", "zoo.card.write_card"]:
         assert cu + unused not in gpt2 | bert | templates, unused
-    assert cu + "zoo._fit_bert" not in gpt2 and cu + "training.train" not in bert and cu + "batching.pack" not in bert
+    assert cu + "zoo.recipes.BertProse.fit" not in gpt2 and cu + "training.train" not in bert
+    assert cu + "batching.pack" not in bert
     assert cu + "data.generate_corpus" not in bert and cu + "corpus.load_books" not in templates
     # in-context documents make the template recipe's weights only where its spec mixes them in
     assert cu + "data.generate_incontext" in templates
@@ -392,18 +381,18 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_cache, capsys):
 
 
 def test_interrupted_training_leaves_nothing_that_loads(tmp_cache, monkeypatch):
-    real = zoo._train_and_save
+    real = zoo_train.train_and_save
 
     def interrupted(name, s, k, out, **kw):
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")  # half-written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zoo, "_train_and_save", interrupted)
+    monkeypatch.setattr(zoo_train, "train_and_save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         zoo.path("gpt2-course", progress=False, **TINY_GPT2)
     assert not any((tmp_cache / "zoo").glob("gpt2-course-*/")) and not list((tmp_cache / "zoo").glob(".*tmp*"))
-    monkeypatch.setattr(zoo, "_train_and_save", real)
+    monkeypatch.setattr(zoo_train, "train_and_save", real)
     # A process killed while saving (no `finally`) leaves a hidden temporary folder: never loaded,
     # and removed by the next training under the lock.
     stale = tmp_cache / "zoo" / f".gpt2-course-{zoo.key('gpt2-course', **TINY_GPT2)}.tmp-999-deadbeef"
@@ -438,7 +427,7 @@ def test_lr_schedule_and_param_groups():
     assert training.lr_at(9, lr=1.0, warmup=10, steps=100) == pytest.approx(1.0)
     assert training.lr_at(100, lr=1.0, warmup=10, steps=100) == pytest.approx(0.1)  # cosine to 10%
     assert training.lr_at(55, lr=1.0, warmup=10, steps=100) == pytest.approx(0.55)
-    model = zoo._build(zoo.spec("gpt2-course", **TINY), load_tokenizer("gpt2"))
+    model = zoo.recipe_for(zoo.spec("gpt2-course")).build(zoo.spec("gpt2-course", **TINY), load_tokenizer("gpt2"))
     decay, no_decay = training.param_groups(model, 0.1)
     n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters())  # the tied lm_head counted once
@@ -447,7 +436,7 @@ def test_lr_schedule_and_param_groups():
 
 def test_compact_training_is_full_vocabulary_training_bit_for_bit():
     # gpt2-course's template recipe (zoo.TEMPLATES) trains a model over the ~1,000 ids its corpus
-    # uses (zoo._CompactGPT2) instead of the full 50,257-id one with the softmax over those rows.
+    # uses (zoo.compact.CompactGPT2) instead of the full 50,257-id one with the softmax over those rows.
     # The weights must be the same, bit for bit: here the full model is trained the direct way (its
     # loss a gather of the used rows of the tied matrix), from the same initial weights and
     # batches, and compared after expand().
@@ -457,10 +446,10 @@ def test_compact_training_is_full_vocabulary_training_bit_for_bit():
     tok = load_tokenizer("gpt2")
     blocks = batching.pack(data.generate_corpus(2_000, 0)["train"], tok, s.block_size + 1)  # (N, T+1)
     used = torch.unique(torch.cat([blocks.flatten(), torch.tensor(tok.all_special_ids)]))
-    compact = zoo._CompactGPT2(zoo._build(s, tok), s, used)
+    compact = CompactGPT2(zoo.recipe_for(s).build(s, tok), s, used)
     assert compact.model.config.vocab_size == len(used) < 2_000 and compact.full.config.vocab_size == 50257
 
-    full = zoo._build(s, tok)
+    full = zoo.recipe_for(s).build(s, tok)
     k = s.n_embd - 1
     with torch.no_grad():
         full.transformer.ln_f.weight[k], full.transformer.ln_f.bias[k] = 0.0, 1.0

