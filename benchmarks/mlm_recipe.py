@@ -15,7 +15,7 @@
   it reaches the target or ``--cap-minutes`` of training (default 60 on a CPU). If it never gets
   there, its time is only known to exceed the cap: ``ratio`` is then a lower bound, and
   ``ratio_estimate`` extrapolates the seed's curve to the target
-  (:func:`course_utils.mlm.extrapolate_time_to_target`, a log-time line with a 90 % interval,
+  (:func:`_kit.extrapolate_time_to_target`, a log-time line with a 90 % interval,
   ``ratio_estimate_interval``): an estimate, labelled so.
 * **Ablation**: Chapter 5's loop (:func:`course_utils.mlm.train_mlm`). The base row is the recipe
   that trains ``bert-course``; every other row is one change from that base (one thing undone, or
@@ -23,8 +23,8 @@
   ``--row-cap-seconds``; a row that reaches the target runs ``--repeats`` times (seeds 0, 1, 2,
   ...; at least 3 for a measurement) and reports the median and the range; a row whose first run
   does not reach it within the cap is not repeated. Tokens/s counts real (non-padding) tokens per
-  training second; MFU divides the useful FLOPs per second (:func:`course_utils.mlm.flops_per_token`)
-  by one peak per precision (:func:`course_utils.mlm.peak_flops`).
+  training second; MFU divides the useful FLOPs per second
+  (:func:`course_utils.seed_recipe.flops_per_token`) by one peak per precision (:func:`_kit.peak_flops`).
 * ``ratio`` = seed time / the base row's median time to target.
 
 The clock counts training only (evaluation excluded); the thread count is fixed (``--threads``).
@@ -47,9 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _kit import extrapolate_time_to_target, machine_description, peak_flops  # benchmarks/: this script's own folder
 
 from course_utils import corpus, mlm, zoo
 from course_utils.assets import load_tokenizer
+from course_utils.seed_recipe import Point, RunResult, flops_per_token, train_seed_recipe
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "mlm_recipe_prose.json"
 NATS_BELOW_UNIGRAM = 0.5
@@ -151,7 +153,7 @@ def whole_word_masker(blocks: torch.Tensor, continues: torch.Tensor, tok: Any, p
 
 
 def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: torch.device,
-            eval_interval: float) -> mlm.RunResult:
+            eval_interval: float) -> RunResult:
     """Chapter 5's loop with ``row``'s settings until the target or ``cap_seconds`` of training."""
     s = zoo.spec("bert-course")
     tok = p.tok
@@ -165,7 +167,7 @@ def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: tor
         blocks, real_per_row = p.layouts["packed"].input_ids, 128.0
         if row.whole_word:
             masker = whole_word_masker(blocks, p.layouts["continues"], tok)
-    result = mlm.RunResult("", target=p.target, settings={"seed": seed})
+    result = RunResult("", target=p.target, settings={"seed": seed})
     last = {"eval_at": -math.inf}
 
     def callback(step: int, seconds: float) -> bool:
@@ -174,7 +176,7 @@ def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: tor
             return False
         last["eval_at"] = seconds
         loss = mlm.evaluate(model, p.val)
-        result.curve.append(mlm.Point(seconds, step, int(step * row.batch_size * real_per_row), loss))
+        result.curve.append(Point(seconds, step, int(step * row.batch_size * real_per_row), loss))
         if loss <= p.target and result.time_to_target is None:
             result.time_to_target = seconds
             return True
@@ -187,8 +189,8 @@ def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: tor
                                     vocab=p.vocab if row.restricted else None, masker=masker, bf16=row.bf16,
                                     seed=seed, callback=callback, every=1, **schedule)
     if result.time_to_target is None and (not result.curve or result.curve[-1].step != len(losses)):
-        result.curve.append(mlm.Point(seconds, len(losses), int(len(losses) * row.batch_size * real_per_row),
-                                      mlm.evaluate(model, p.val)))  # the schedule ended before the cap
+        result.curve.append(Point(seconds, len(losses), int(len(losses) * row.batch_size * real_per_row),
+                                  mlm.evaluate(model, p.val)))  # the schedule ended before the cap
     result.steps, result.train_seconds = len(losses), seconds
     result.real_tokens = int(len(losses) * row.batch_size * real_per_row)
     result.positions = len(losses) * row.batch_size * blocks.size(1)
@@ -202,7 +204,7 @@ def run_row(p: Prepared, row: Row, *, seed: int, cap_seconds: float, device: tor
                                     special_ids=tok.all_special_ids, generator=gen)
     real = attention[rows_].sum() if attention is not None else labels.numel()
     result.settings.update(predicted_fraction=float((labels != mlm.IGNORE).sum() / real),
-                           flops_per_token=mlm.flops_per_token(
+                           flops_per_token=flops_per_token(
                                model.config, seq_len=blocks.size(1),
                                predicted_fraction=float((labels != mlm.IGNORE).sum() / real),
                                head_rows=len(p.vocab) if row.restricted else None))
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
 
     prep = prepare(args.quick)
     n_words = sum(len(t.split()) for t in prep.train)
-    print(f"Machine: {mlm.machine_description()}; device {device}; load average {load_start}")
+    print(f"Machine: {machine_description()}; device {device}; load average {load_start}")
     print(f"Data: {prep.source}, {n_words:,} training words; validation: {prep.val.n_texts} texts, "
           f"{prep.val.n_masked:,} masked tokens (fixed), softmax over {len(prep.tok):,} ids")
     print(f"Unigram loss {prep.unigram:.3f} -> target {prep.target:.3f} nats "
@@ -260,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
 
     # 1. The seed recipe, until the target or the cap.
     with tempfile.TemporaryDirectory() as out:
-        _, seed = mlm.train_seed_recipe(prep.tok, prep.train, prep.val, budget_seconds=cap,
-                                        eval_every_seconds=max(2.0, cap / 60), output_dir=out, target=prep.target)
+        _, seed = train_seed_recipe(prep.tok, prep.train, prep.val, budget_seconds=cap,
+                                    eval_every_seconds=max(2.0, cap / 60), output_dir=out, target=prep.target)
     seed_time = seed.time_to_target if seed.time_to_target is not None else seed.train_seconds
     lower_bound = seed.time_to_target is None
     print(f"seed recipe: {seed.steps} steps, {seed.tokens_per_second:,.0f} real tokens/s, validation loss "
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
     rows = ablation(device)
     if args.no_ablation:
         rows = [r for r in rows if r[0] == BASE]
-    peaks = {b: mlm.peak_flops(device, b) for b in (False, True)}
+    peaks = {b: peak_flops(device, b) for b in (False, True)}
     results = []
     for name, row in rows:
         runs = []
@@ -307,15 +309,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
     # Where the seed stopped above the target: an estimate of its time, from its own curve.
     estimate = interval = None
     if lower_bound and eff_time and len(seed.curve) >= 3:
-        fit = mlm.extrapolate_time_to_target([pt.seconds for pt in seed.curve],
-                                             [pt.val_loss for pt in seed.curve], prep.target)
+        fit = extrapolate_time_to_target([pt.seconds for pt in seed.curve],
+                                         [pt.val_loss for pt in seed.curve], prep.target)
         if fit is not None:
             seed_estimate, (low, high) = fit
             estimate = seed_estimate / eff_time
             interval = [low / eff["time_to_target_max"], high / eff["time_to_target_min"]]
     elif not lower_bound and ratio is not None:
         estimate, interval = ratio, [seed_time / eff["time_to_target_max"], seed_time / eff["time_to_target_min"]]
-    seed_flops = mlm.flops_per_token(mlm.build_model().config)
+    seed_flops = flops_per_token(mlm.build_model().config)
     print()
     print(f"{'run':58s} {'time to target':>22s} {'tokens/s':>10s} {'MFU':>7s}")
     seed_ttt = f"{seed.time_to_target:.1f} s" if not lower_bound else f"> {seed.train_seconds:.0f} s"
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
         print(f"The efficient recipe did not reach the target {prep.target:.3f} within {row_cap:.0f} s.")
 
     report = {
-        "machine": mlm.machine_description(), "device": str(device), "threads": threads,
+        "machine": machine_description(), "device": str(device), "threads": threads,
         "load_average_at_start": load_start, "load_average_at_end": _load(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": " ".join(["python benchmarks/mlm_recipe.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901
         "ratio": ratio, "ratio_is_lower_bound": lower_bound, "efficient_row": BASE,
         "ratio_estimate": estimate, "ratio_estimate_interval": interval,
         "ratio_estimate_note": "seed time extrapolated to the target: a log-time line fitted to the last "
-                               "points of its curve (mlm.extrapolate_time_to_target), 90 % interval",
+                               "points of its curve (_kit.extrapolate_time_to_target), 90 % interval",
         "peak_flops": {("bf16" if b else "fp32"): {"flops": v, "how": how} for b, (v, how) in peaks.items()},
         "seed": {**seed.to_dict(), "flops_per_token": seed_flops,
                  "mfu": seed.tokens_per_second * seed_flops / peaks[False][0]},

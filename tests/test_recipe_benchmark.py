@@ -1,11 +1,9 @@
-"""Chapter 5's benchmark table (course_utils.mlm.read_recipe_benchmark) from the JSON the
+"""Chapter 5's benchmark table (course_utils.seed_recipe.read_recipe_benchmark) from the JSON the
 benchmark writes: the committed run, a missing file, and the 'did not help' rule."""
 import json
 from pathlib import Path
 
-import pytest
-
-from course_utils.mlm import read_recipe_benchmark
+from course_utils.seed_recipe import read_recipe_benchmark
 
 COMMITTED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "mlm_recipe.json"
 
@@ -64,22 +62,3 @@ def test_single_change_rows_did_not_help_against_the_base(tmp_path):
     assert bench.did_not_help == ["+ dropout", "+ 4 layers"]
     assert any("(unigram 4.90 - 0.5)" in line for line in bench.header)
     assert any("estimated ratio" in line and "120, 90 % interval 70-260" in line for line in bench.header)
-
-
-def test_extrapolation_finds_a_known_crossing():
-    import math
-
-    from course_utils.mlm import extrapolate_time_to_target
-
-    seconds = [60.0 * k for k in range(1, 11)]
-    losses = [9.0 - 0.5 * math.log(t) for t in seconds]  # reaches 5.0 at t = e^8 = 2981 s
-    estimate, (low, high) = extrapolate_time_to_target(seconds, losses, 5.0)
-    assert estimate == pytest.approx(math.exp(8.0), rel=1e-6)
-    assert low <= estimate <= high
-    noisy = [v + 0.02 * (-1) ** k for k, v in enumerate(losses)]
-    fit = extrapolate_time_to_target(seconds, noisy, 5.0)
-    assert fit is not None and fit[1][0] < math.exp(8.0) < fit[1][1] and fit[1][1] / fit[1][0] > 1.2
-    flat = extrapolate_time_to_target(seconds, [7.0 + 0.001 * k for k in range(10)], 5.0)
-    assert flat is None  # a curve that does not fall has no crossing
-    with pytest.raises(ValueError, match="at least 3 points"):
-        extrapolate_time_to_target([1.0, 2.0], [7.0, 6.9], 5.0)
