@@ -515,3 +515,29 @@ def test_key_does_not_depend_on_where_the_checkout_is():
     of the training code, so two clones (a CI clone, a worktree) share trained models."""
     for name in ("gpt2-course", "bert-course"):
         assert not [k for k in zoo.training_code(name) if k.rsplit(".", 1)[-1].startswith("__")]
+
+
+# --- the recipes' table and the command line (fast) --------------------------------------------
+
+def test_each_spec_picks_its_recipe_from_the_table():
+    from course_utils.zoo import recipes
+
+    assert type(zoo.recipe_for(zoo.spec("gpt2-course"))) is recipes.GPT2Prose
+    assert type(zoo.recipe_for(zoo.spec("gpt2-course", **zoo.TEMPLATES))) is recipes.GPT2Templates
+    assert type(zoo.recipe_for(zoo.spec("bert-course"))) is recipes.BertProse
+    with pytest.raises(ValueError, match="No zoo recipe trains arch='bert' on corpus='templates'.*"
+                                         "arch='gpt2' with corpus='prose'"):
+        zoo.recipe_for(zoo.spec("bert-course", corpus="templates"))
+
+
+def test_the_command_line_lists_trains_and_refuses_unknown_names(tmp_cache, capsys):
+    from course_utils.zoo.__main__ import main
+
+    assert main(["list"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert rows == [[name, zoo.key(name), "not trained yet"] for name in zoo.ZOO]
+    for argv, message in [(["train"], "name the models to train, or give --all"),
+                          (["train", "gpt3-course"], "no zoo model 'gpt3-course'; the zoo has: gpt2-course")]:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
