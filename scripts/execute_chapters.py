@@ -145,8 +145,7 @@ def make_tasks(notebooks: list[Path], cache, tmp: Path, all_zoo: bool) -> list[T
         tasks.append(Task(rel, [sys.executable, __file__, "--worker", str(nb_path), str(out)], needs,
                           nb_path, out))
     tasks.sort(key=lambda t: -EXPECTED_S.get(Path(t.name).stem, 30))
-    zoo_code = "import sys\nfrom course_utils import zoo\nzoo.path(sys.argv[1], progress=False)"
-    zoo_tasks = [Task(f"zoo:{n}", [sys.executable, "-c", zoo_code, n]) for n in names
+    zoo_tasks = [Task(f"zoo:{n}", [sys.executable, "-m", "course_utils.zoo", "train", n, "--quiet"]) for n in names
                  if all_zoo or f"zoo:{n}" in needed]
     return zoo_tasks + tasks
 
