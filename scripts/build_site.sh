@@ -27,9 +27,9 @@ if [ -d _build/.jupyter_cache ] && [ "$(cat _build/.jupyter_cache.environment 2>
   rm -rf _build/.jupyter_cache _build/jupyter_execute
 fi
 [ -x scripts/prepare_static.sh ] && bash scripts/prepare_static.sh
-# Train the zoo and execute the notebooks in parallel lanes of one torch thread each, into the
-# build's execution cache (scripts/execute_chapters.py says why); the build below then finds every
-# chapter there and only renders. COURSE_JOBS=1: one lane, torch on every core.
+# Train the zoo and execute the notebooks with jupyter-cache's executor in two lanes of one torch
+# thread each, into the build's execution cache (scripts/execute_chapters.py says why); the build
+# below then finds every chapter there and only renders. COURSE_JOBS=1: one lane, torch on every core.
 python scripts/execute_chapters.py
 echo "$env_key" > _build/.jupyter_cache.environment   # the cache now holds executions under these versions
 if [ "$execute_only" = 1 ]; then echo "Every chapter executed into _build/.jupyter_cache."; exit 0; fi
