@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-from offline_env import offline_env  # scripts/: this script's own folder (tests: pytest's pythonpath)
-
 ROOT = Path(__file__).resolve().parent.parent
 
 VENV = ROOT / ".venv-newest"
@@ -103,7 +101,7 @@ def main() -> int:
         (OUT / "result.md").write_text("\n".join(lines) + "\n\n(--install-only: no notebook was run)\n")
         return 0
 
-    env = dict(os.environ, **offline_env(), COURSE_EXERCISES_STRICT="1",
+    env = dict(os.environ, COURSE_EXERCISES_STRICT="1",
                COURSE_CACHE=str(ROOT / ".cache" / "course-newest"), PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
     notebooks = [ROOT / n for n in args.notebooks] or sorted((ROOT / "chapters").glob("*.ipynb"))
     results: dict[str, str] = {}

@@ -41,8 +41,8 @@ bash scripts/prepare_static.sh
 set -a; . scripts/offline.env; set +a
 
 stage "zoo training + execution + build"
-# build_site.sh trains the zoo and executes the notebooks in parallel lanes (scripts/execute_chapters.py:
-# the zoo first, each chapter once the models it loads exist; one torch thread a lane), then builds.
+# build_site.sh trains the zoo and executes the notebooks in two lanes (scripts/execute_chapters.py:
+# the zoo, then the chapters that use it; the others beside it; one torch thread a lane), then builds.
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 bash scripts/build_site.sh "$@" 2>&1 | tee "$LOG"

@@ -38,10 +38,10 @@ ruff check src tests scripts .ci chapters benchmarks   # chapters: code lines fi
 lint-imports --no-cache   # import boundaries: .importlinter (the runtime does not import the grader; no cycles)
 
 stage "zoo training and execution of every chapter (parallel lanes), types (mypy) beside them"
-# The book's one execution, first: the zoo's two models and then the 13 notebooks in parallel lanes,
-# one torch thread each (scripts/execute_chapters.py says why), into the build's jupyter-cache. In one
-# stage, not a zoo stage and a later build stage, so no core idles while the last zoo model trains
-# (a notebook that needs no zoo model fills it). A cell that raises fails the run. mypy (one process,
+# The book's one execution, first: two lanes of one torch thread (scripts/execute_chapters.py says
+# why), the zoo's training and then the notebooks that use it, and beside it the other notebooks,
+# into the build's jupyter-cache. In one stage, not a zoo stage and a later build stage, so no core
+# idles while the zoo trains (the notebooks that need no zoo model fill the other). A cell that raises fails the run. mypy (one process,
 # about a minute on one core) runs beside the lanes instead of before them, for the same reason.
 MYPY_LOG=$(mktemp)
 mypy > "$MYPY_LOG" 2>&1 &

@@ -4,4 +4,5 @@
 # and version that broke it. scripts/test.sh stays the pinned lane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+set -a; . scripts/offline.env; set +a   # the offline world, inherited by the lane's runs
 exec python3 scripts/newest_lane.py "$@"
