@@ -569,17 +569,18 @@ def attacked_unisolated(tmp_path_factory):
     out = tmp / "results.csv"
     rows, proc = run_grader(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
                             "--isolation", "off", timeout=1200)
-    return {(r["student"], r["exercise"]): r["passed"] for r in rows}, proc
+    return {(r["student"], r["exercise"]): r for r in rows}, proc
 
 
 def test_without_isolation_the_attacks_still_grade_zero(attacked_unisolated):
     rows, proc = attacked_unisolated
     assert "isolation: NONE — isolation turned off (--isolation off)" in proc.stderr
-    grades = {name: (rows[name, CP], rows[name, SM]) for name in UNISOLATED}
+    grades = {name: (rows[name, CP]["passed"], rows[name, SM]["passed"]) for name in UNISOLATED}
+    feedback = {name: (rows[name, CP]["feedback"], rows[name, SM]["feedback"]) for name in UNISOLATED}
     assert grades == {"right": ("1", "1"), "wrong": ("0", "0"), "forged_records": ("0", "0"),
                       "patched_core": ("0", "0"), "patched_torch": ("0", "0"), "lying_objects": ("0", "0"),
                       "printed_passes": ("0", "0"), "exit_after_faking": ("0", "0"), "kill_parent": ("0", "0"),
-                      "calls_reference": ("0", "1")}
+                      "calls_reference": ("0", "1")}, feedback
 
 
 def test_answers_are_read_only_from_regular_files_of_their_own(tmp_path):
