@@ -236,7 +236,10 @@ def attacked(tmp_path_factory):
     for name, spec in SUBMISSIONS.items():
         nbformat.write(_submission(handout, **spec), subs / f"{name}.ipynb")
     out = tmp / "results.csv"
-    rows, proc = run_grader(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
+    # No attack here relies on the cell time-out: it is generous, so that a slow import under CI's
+    # load (two test processes, each grading with two kernels, on 2 cores) does not stop an
+    # honest cell (CI once graded an honest exercise 0 under load, not reproduced since).
+    rows, proc = run_grader(subs, out, "--cell-timeout", "120", "--timeout", "240", "--jobs", "2",
                             "--max-disk-mb", "20", timeout=1200)
     return {(r["student"], r["exercise"]): r for r in rows}, proc
 
@@ -567,8 +570,8 @@ def attacked_unisolated(tmp_path_factory):
     for name in UNISOLATED:
         nbformat.write(_submission(handout, **SUBMISSIONS[name]), subs / f"{name}.ipynb")
     out = tmp / "results.csv"
-    rows, proc = run_grader(subs, out, "--cell-timeout", "30", "--timeout", "150", "--jobs", "2",
-                            "--isolation", "off", timeout=1200)
+    rows, proc = run_grader(subs, out, "--cell-timeout", "120", "--timeout", "240", "--jobs", "2",
+                            "--isolation", "off", timeout=1200)  # generous, as in `attacked`
     return {(r["student"], r["exercise"]): r for r in rows}, proc
 
 
