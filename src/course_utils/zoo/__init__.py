@@ -64,7 +64,7 @@ from ..modelinfo import count_parameters
 from ..runtime import to_device
 from . import train as _train
 from .blocks import PROSE_VAL_BLOCKS, gpt2_blocks, prose_blocks
-from .cache import code_that_trains, key, training_code, verify, zoo_dir
+from .cache import code_that_trains, key, model_dir, training_code, verify, zoo_dir
 from .card import read_card, source
 from .probes import (
     bert_report,
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROSE_VAL_BLOCKS", "RECIPES", "TEMPLATES", "UNUSED_LOGIT", "ZOO", "Fit", "Recipe", "ZooSpec",
            "bert_report", "card", "causal_probe_accuracy", "causal_probe_correct", "code_that_trains",
-           "eval_loss", "gpt2_blocks", "key", "load", "load_tokenizer_for", "path", "probe_report",
+           "eval_loss", "gpt2_blocks", "key", "load", "load_tokenizer_for", "path",
            "prose_blocks", "prose_report", "recipe_for", "spec", "templates_report", "training_code",
            "unigram_loss", "zoo_dir"]
 
@@ -102,7 +102,7 @@ def path(name: str, *, progress: bool = True, **overrides: Any) -> Path:
     def damaged(problem: str) -> None:
         print(f"The cached {name} at {final} is damaged ({problem}); deleting it and training again.")
 
-    final = zoo_dir() / f"{name}-{k}"
+    final = model_dir(name, k)
     return store_atomically(final, train, problem=verify, on_damaged=damaged)
 
 
@@ -134,7 +134,3 @@ def card(name: str, **overrides: Any) -> dict[str, Any]:
     validation loss, baselines, held-out probe accuracy and the loss curve."""
     return read_card(path(name, **overrides))
 
-
-def probe_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase, s: ZooSpec) -> dict[str, float]:
-    """The held-out probes of a model of spec ``s`` (its recipe's: :mod:`course_utils.zoo.probes`)."""
-    return recipe_for(s).report(model, tok, s)

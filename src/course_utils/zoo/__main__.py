@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import ZOO, card, key, path
-from .cache import verify, zoo_dir
+from .cache import model_dir, verify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "list":
         for name in ZOO:
             k = key(name)
-            problem = verify(zoo_dir() / f"{name}-{k}")
+            problem = verify(model_dir(name, k))
             print(f"{name}\t{k}\t{problem or 'trained'}")
     else:
         print(json.dumps(card(names[0]), indent=1))

@@ -119,6 +119,11 @@ def zoo_dir() -> Path:
     return path
 
 
+def model_dir(name: str, k: str) -> Path:
+    """The folder of model ``name`` under cache key ``k`` (present or not)."""
+    return zoo_dir() / f"{name}-{k}"
+
+
 def sha256(file: Path) -> str:
     h = hashlib.sha256()
     with open(file, "rb") as f:
