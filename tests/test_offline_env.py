@@ -18,6 +18,13 @@ def test_the_file_defines_the_offline_world():
     assert env["COURSE_OFFLINE"] == env["HF_HUB_OFFLINE"] == "1" and env["PYTHONHASHSEED"] == "0"
 
 
+def test_a_malformed_line_is_named(tmp_path):
+    bad = tmp_path / "bad.env"
+    bad.write_text("# fine\nCOURSE_OFFLINE=1\nexport HF_HUB_OFFLINE 1\n")
+    with pytest.raises(ValueError, match=r"bad.env:3: expected NAME=value"):
+        offline_env(bad)
+
+
 def test_the_tests_run_in_it():
     import os
 
