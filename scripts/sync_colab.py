@@ -7,12 +7,14 @@ On Colab the second cell of each chapter installs ``course_utils`` from it::
     # Set-up: on Colab, install the course's helper package (a no-op anywhere else).
     import sys
     if "google.colab" in sys.modules:
-        !pip install -q "course-utils @ git+https://github.com/OWNER/REPO@BRANCH"
+        !pip install -q "git+https://github.com/OWNER/REPO@BRANCH"
 
     python scripts/sync_colab.py            # rewrite the install line where it differs
     python scripts/sync_colab.py --check    # exit 1 (and say where) when a chapter disagrees
 
-Only the URL in the install line changes; the rest of the notebook is left as it is.
+Only the URL in the install line changes; the rest of the notebook is left as it is. The URL
+goes without the ``course-utils @`` name pip also accepts: with it the line ran past the book's
+88-character code column (pip reads the name from the package it builds).
 """
 from __future__ import annotations
 
@@ -25,9 +27,8 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "course-utils"
 COLAB_MARKER = '"google.colab" in sys.modules'
-# The install line's requirement: "course-utils @ git+<url>[@<ref>]" in double quotes.
+# The install line's requirement: "git+<url>[@<ref>]" in double quotes.
 _INSTALL = re.compile(r'(!pip install [^"\n]*")([^"\n]*)(")')
 
 
@@ -40,7 +41,7 @@ def install_spec(config_path: Path = ROOT / "_config.yml") -> str:
         raise SystemExit(f"sync_colab.py: {config_path} needs repository.url (an https:// URL), got {url!r}")
     url = url.removesuffix(".git")
     branch = str(repo.get("branch") or "").strip()
-    return f"{PACKAGE} @ git+{url}" + (f"@{branch}" if branch else "")
+    return f"git+{url}" + (f"@{branch}" if branch else "")
 
 
 def chapter_notebooks(root: Path = ROOT) -> list[Path]:

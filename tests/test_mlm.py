@@ -291,6 +291,12 @@ def test_cached_seed_run_trains_once(tok, corpus, tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < first and run2 == run and run.steps >= 1
     assert torch.equal(again.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
     assert len(list((tmp_path / "mlm-seed").glob("seed-recipe-*/run.json"))) == 1
+    # The key is the zoo's (zoo.cache.code_key over the code that trains): a table that code reads
+    # is part of it, so a changed SEED_CONFIG trains again (the functions' source alone would not).
+    monkeypatch.setattr(mlm, "SEED_CONFIG", {**mlm.SEED_CONFIG, "intermediate_size": 256})
+    other, _ = seed_recipe.cached_seed_run(tok, corpus["train"], val, **kw)
+    assert other.config.intermediate_size == 256
+    assert len(list((tmp_path / "mlm-seed").glob("seed-recipe-*/run.json"))) == 2
 
 
 # --------------------------------------------------------------------------- save/load

@@ -18,8 +18,6 @@ The benchmark's own tools (peak FLOP/s, the machine's description, extrapolating
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import math
 import time
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .mlm import MAX_LENGTH, ValidationSet, build_model, evaluate, mask_tokens, mlm_loss
+from .mlm import MAX_LENGTH, ValidationSet, build_model, evaluate, make_validation_set
 from .runtime import synchronize
 
 if TYPE_CHECKING:
@@ -232,13 +230,6 @@ def train_seed_recipe(tokenizer: Any, train_texts: Sequence[str], val: Validatio
     return model, result
 
 
-def _source_hash(*objs: Any, extra: Any = None) -> str:
-    h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
-    for obj in objs:
-        h.update(inspect.getsource(obj).encode())
-    return h.hexdigest()[:16]
-
-
 def cached_seed_run(tokenizer: Any, train_texts: Sequence[str], val: ValidationSet, *, budget_seconds: float,
                     eval_every_seconds: float, corpus_id: str, seed: int = 0,
                     progress: bool = False) -> tuple[BertForMaskedLM, RunResult]:
@@ -250,10 +241,14 @@ def cached_seed_run(tokenizer: Any, train_texts: Sequence[str], val: ValidationS
     from transformers import BertForMaskedLM
 
     from .assets import cache_dir, store_atomically
+    from .zoo.cache import code_key, code_that_trains
 
-    key = _source_hash(train_seed_recipe, evaluate, mlm_loss, mask_tokens, build_model,
-                       extra=[round(budget_seconds, 1), round(eval_every_seconds, 2), corpus_id, seed,
-                              val.n_texts, val.n_masked, len(train_texts)])
+    # The zoo's key: the settings, and the code that trains and scores the run (what
+    # train_seed_recipe and the validation set's maker call, transitively, and the tables they read,
+    # SEED_CONFIG included).
+    key = code_key([round(budget_seconds, 1), round(eval_every_seconds, 2), corpus_id, seed,
+                    val.n_texts, val.n_masked, len(train_texts)],
+                   code_that_trains([train_seed_recipe, make_validation_set]))
 
     def train(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as out, torch.enable_grad():

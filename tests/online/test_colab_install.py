@@ -2,7 +2,7 @@
 already has its own torch and transformers, and check that they are kept.
 
 Colab preinstalls torch (a CUDA build) and transformers; the first cell runs
-``pip install "course-utils @ git+https://github.com/..."``. If the package's ranges excluded
+``pip install "git+https://github.com/..."``. If the package's ranges excluded
 Colab's versions, pip would replace a multi-GB torch in the middle of a lesson, or break it.
 
 * :func:`test_resolver_keeps_preinstalled_torch_and_transformers` -- a fresh virtual environment

@@ -17,6 +17,7 @@ import sync_colab  # scripts/: pytest's pythonpath (pyproject.toml)
 import yaml
 
 REPO = sitecheck.REPO
+CODE_COLUMN = 88  # chapters/ruff.toml's line-length (its E501 lets a line that ends in a URL pass)
 
 
 def _repository(book: Path = REPO) -> dict:
@@ -100,8 +101,7 @@ def test_sync_colab_rewrites_only_the_url(tmp_path: Path) -> None:
     assert subprocess.run(script, capture_output=True, text=True).returncode == 0
     nb = nbformat.read(book / "chapters" / "09_test.ipynb", as_version=4)
     repo = _repository()
-    assert nb.cells[1].source.endswith(
-        f'!pip install -q "course-utils @ git+{repo["url"]}@{repo["branch"]}"')
+    assert nb.cells[1].source.endswith(f'!pip install -q "git+{repo["url"]}@{repo["branch"]}"')
     assert nb.cells[2].source == "x = 1"
     assert subprocess.run(script + ["--check"], capture_output=True, text=True).returncode == 0
 
@@ -116,25 +116,25 @@ def test_sync_colab_rejects_a_misplaced_setup_cell(tmp_path: Path) -> None:
 def test_first_cell_installs_this_checkout(tmp_path: Path) -> None:
     """Run each chapter's Colab install command with the git URL replaced by this checkout.
 
-    Offline there is no GitHub: the requirement's name and URL are checked against
-    pyproject.toml and _config.yml, then the same pip command installs a copy of this checkout
-    (--no-deps, --no-build-isolation: nothing downloaded) into a folder, and course_utils is
-    imported from there.
+    Offline there is no GitHub: the requirement's URL is checked against _config.yml, then the
+    same pip command installs a copy of this checkout (--no-deps, --no-build-isolation: nothing
+    downloaded) into a folder, where pip must have named it as pyproject.toml does, and
+    course_utils is imported from there. The set-up cell's lines fit the book's code column.
     """
     project = _project()
     commands = set()
     for chapter in sitecheck.chapter_notebooks():
         cell = nbformat.read(REPO / f"{chapter}.ipynb", as_version=4).cells[1].source
+        too_long = [ln for ln in cell.splitlines() if len(ln) > CODE_COLUMN]
+        assert not too_long, f"{chapter}: set-up lines over {CODE_COLUMN} characters: {too_long}"
         lines = [ln.strip() for ln in cell.splitlines() if ln.strip().startswith("!pip install")]
         assert len(lines) == 1, f"{chapter}: set-up cell needs one `!pip install` line"
         commands.add(lines[0])
     assert len(commands) == 1, f"chapters install different things: {commands}"
     argv = shlex.split(commands.pop().lstrip("!"))
     spec = argv[-1]
-    name, _, url = (part.strip() for part in spec.partition("@"))
-    assert name == project["name"], f"installs {name!r}, pyproject.toml names {project['name']!r}"
     # (the exact URL and branch are test_every_chapter_installs_the_configured_repository's job)
-    assert url.startswith("git+" + _repository()["url"]), url
+    assert spec.startswith("git+" + _repository()["url"]), spec
 
     source = tmp_path / "checkout"  # a copy: building in place would leave build/ in the repo
     source.mkdir()
@@ -144,7 +144,7 @@ def test_first_cell_installs_this_checkout(tmp_path: Path) -> None:
     shutil.copytree(REPO / "src", source / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
     target = tmp_path / "target"
-    local_spec = f"{name} @ {source.as_uri()}"
+    local_spec = source.as_uri()  # like the git+ URL, no name: pip reads it from pyproject.toml
     assert argv[:2] == ["pip", "install"], argv
     cmd = [sys.executable, "-m", *argv[:-1], "--no-deps", "--no-build-isolation", "--no-index",
            "--target", str(target), local_spec]
@@ -157,3 +157,5 @@ def test_first_cell_installs_this_checkout(tmp_path: Path) -> None:
     where, version = probe.stdout.split()
     assert Path(where).is_relative_to(target), where
     assert version == project["version"]
+    dist = project["name"].replace("-", "_")
+    assert (target / f"{dist}-{project['version']}.dist-info").is_dir(), sorted(p.name for p in target.iterdir())

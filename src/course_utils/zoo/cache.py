@@ -24,9 +24,15 @@ MANIFEST = "manifest.json"
 def key(name: str, **overrides: Any) -> str:
     """The cache key: a hash of the spec and of the source of the code that trains it
     (:func:`training_code`)."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"name": name, **asdict(spec(name, **overrides))}, sort_keys=True).encode())
-    for part in training_code(name, **overrides).values():
+    return code_key({"name": name, **asdict(spec(name, **overrides))}, training_code(name, **overrides))
+
+
+def code_key(settings: Any, code: dict[str, str]) -> str:
+    """The key of every cache of trained weights (the zoo's models, Chapter 5's seed runs): 16 hex
+    digits of a hash of ``settings`` (as sorted JSON) and of ``code``
+    (:func:`code_that_trains`'s texts), so that a change to either trains again."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for part in code.values():
         h.update(part.encode())
     return h.hexdigest()[:16]
 
