@@ -248,8 +248,6 @@ def test_bert_course_fill_mask_pipeline(bert):
     assert len(top) == 5 and [r["score"] for r in top] == sorted((r["score"] for r in top), reverse=True)
 
 
-# --- the generated corpus's BERT blocks (kept for gpt2-course's cache key; fast) ------------------
-
 # --- the cache: keys, reuse, atomic writes, damage, concurrency (tiny config, temp cache) --------
 
 @pytest.fixture
@@ -427,7 +425,8 @@ def test_lr_schedule_and_param_groups():
     assert training.lr_at(9, lr=1.0, warmup=10, steps=100) == pytest.approx(1.0)
     assert training.lr_at(100, lr=1.0, warmup=10, steps=100) == pytest.approx(0.1)  # cosine to 10%
     assert training.lr_at(55, lr=1.0, warmup=10, steps=100) == pytest.approx(0.55)
-    model = zoo.recipe_for(zoo.spec("gpt2-course")).build(zoo.spec("gpt2-course", **TINY), load_tokenizer("gpt2"))
+    s = zoo.spec("gpt2-course", **TINY)
+    model = zoo.recipe_for(s).build(s, load_tokenizer("gpt2"))
     decay, no_decay = training.param_groups(model, 0.1)
     n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
     assert n == sum(p.numel() for p in model.parameters())  # the tied lm_head counted once

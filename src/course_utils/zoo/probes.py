@@ -92,9 +92,8 @@ def templates_report(model: PreTrainedModel, tok: PreTrainedTokenizerBase,
     out = {"heldout_greedy": sum(ok) / len(ok)}
     seen_ok = causal_probe_correct(model, tok, seen)
     out["seen_greedy"] = sum(seen_ok) / len(seen_ok)
-    by: dict[int, bool] = {i: c for i, c in enumerate(ok)}
     for r in _data.FACTS:
-        hits = [c for i, c in by.items() if held[i].relation == r]
+        hits = [c for c, probe in zip(ok, held) if probe.relation == r]
         if hits:
             out["heldout_greedy_" + r] = sum(hits) / len(hits)
     return out
